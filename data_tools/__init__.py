@@ -1,0 +1,1 @@
+"""Scans -> XYZRGB grid datasets (Open3D)."""

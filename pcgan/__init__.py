@@ -1,0 +1,1 @@
+"""pcgan: StyleGAN2 for 3D faces as coloured point clouds."""

@@ -1,0 +1,1 @@
+from pcgan.cli import main; import sys; sys.exit(main())

@@ -1,0 +1,49 @@
+"""Shared test fixtures: analytic grids and the location of ../shared (real data, weights)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pcgan.grid import RGB, XYZ, MASK, GridMeta, empty_grid, rgb_to_grid
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PCGAN_SHARED", REPO.parent / "shared"))
+REALDATA = SHARED / "realdata"
+WEIGHTS = Path(os.environ.get("PCGAN_WEIGHTS", SHARED / "weights"))
+
+
+def sphere_grid(meta: GridMeta, radius: float = 0.8, center_z: float = 0.0, center_x: float = 0.0) -> np.ndarray:
+    """A grid of a sphere seen by meta.camera: exact ray-sphere hits, colour from position."""
+    grid = empty_grid(meta)
+    origins, dirs = meta.camera.rays(meta.resolution)                 # [H, W, 3]
+    c = np.array([center_x, 0.0, center_z])
+    oc = origins - c
+    a = (dirs ** 2).sum(-1)
+    b = 2 * (oc * dirs).sum(-1)
+    cc = (oc ** 2).sum(-1) - radius ** 2
+    disc = b ** 2 - 4 * a * cc
+    hit = disc > 0
+    t = (-b - np.sqrt(np.where(hit, disc, 0))) / (2 * a)
+    pts = origins + t[..., None] * dirs                               # [H, W, 3]
+    col = np.clip((pts - c) / (2 * radius) + 0.5, 0, 1)
+    grid[XYZ][:, hit] = pts[hit].T
+    grid[RGB][:, hit] = rgb_to_grid(col[hit]).T
+    if meta.has_mask:
+        grid[MASK][:, hit] = 1.0
+    return grid
+
+
+@pytest.fixture
+def meta16() -> GridMeta:
+    return GridMeta(resolution=16, center=(1.0, -2.0, 30.0), scale=100.0, units="mm")
+
+
+def require_realdata(*parts: str) -> Path:
+    path = REALDATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path}")
+    return path

@@ -1,0 +1,1 @@
+"""Open3D viewers and headless renderers."""
