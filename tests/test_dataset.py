@@ -68,3 +68,12 @@ def test_split_is_deterministic_and_disjoint():
     a, b = make_split(50, 0.2, seed=3), make_split(50, 0.2, seed=3)
     assert a == b and len(a["val"]) == 10
     assert not set(a["train"]) & set(a["val"]) and len(a["train"]) + len(a["val"]) == 50
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path):
+    import os
+    from pcgan.fileio import write_json
+    write_json(tmp_path / "a.json", {"k": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
