@@ -10,9 +10,11 @@ dataset larger than memory streams from disk. ``dataset.json`` says how to read 
     stats                    per-channel mean/std/min/max over surface pixels, surface_fraction
     split                    {"train": [row, ...], "val": [row, ...]}
     files                    one record per source file, in input order:
-                             {path, sha256, kind, status: "ok"|"failed", error, index (row in
-                             grids.npy or null), to_canonical (4x4, scan frame and units ->
-                             canonical frame in scan units; then GridMeta normalisation applies)}
+                             {path, sha256, kind, status: "ok"|"failed", error, warnings, index
+                             (row in grids.npy or null), to_canonical (4x4, scan frame and units ->
+                             canonical frame in scan units, or in units of the scan's own size
+                             when made with --scale per-scan; then GridMeta normalisation
+                             applies)}; data_tools/preprocess.py adds loader details
     preprocess               the options the dataset was made with
 
 This module is core (numpy only): training, export and evaluation read datasets through it;
