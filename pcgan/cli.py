@@ -27,6 +27,10 @@ COMMANDS: dict[str, str] = {
     "synth-faces": "data_tools.synth_faces",
     "preprocess": "data_tools.preprocess",
     "dataset": "data_tools.dataset_cli",
+    "train": "pcgan.train_cli",
+    "export": "pcgan.export_cli",
+    "view": "viewers.view_cli",
+    "render": "viewers.render_cli",
 }
 
 EXIT_USER_ERROR = 2

@@ -1,0 +1,283 @@
+"""pcgan.networks: StyleGAN2 G and D semantics on tiny CPU configs (truncation, mixing, noise,
+seeds, double backward, conditioning, presets, compile, bf16, FLOPs)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import pcgan
+from pcgan.config import load_config
+from pcgan.errors import PcganError
+from pcgan.networks import (Discriminator, Generator, MinibatchStd, flops_per_image, style_mix, truncate,
+                            z_from_seeds)
+from pcgan.ops import Conv2dLayer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TINY = dict(resolution=16, channels=7, channel_base=256, channel_max=32)
+
+
+def tiny_g(**kw) -> Generator:
+    torch.manual_seed(0)
+    G = Generator(z_dim=32, w_dim=32, mapping_layers=2, **{**TINY, **kw})
+    with torch.no_grad():  # non-zero noise strengths and w_avg, as after some training
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.3)
+        G.mapping.w_avg.normal_()
+    return G
+
+
+def tiny_d(**kw) -> Discriminator:
+    torch.manual_seed(1)
+    return Discriminator(**{**TINY, **kw})
+
+
+def test_shapes_num_ws_and_lazy_export():
+    G, D = tiny_g(), tiny_d()
+    assert pcgan.Generator is Generator and pcgan.Discriminator is Discriminator
+    assert (G.num_ws, G.z_dim, G.w_dim, G.c_dim, G.resolution, G.img_channels) == (6, 32, 32, 0, 16, 7)
+    z = torch.randn(4, 32)
+    ws = G.mapping(z)
+    assert ws.shape == (4, 6, 32) and torch.equal(ws[:, 0], ws[:, 5])  # one w broadcast to all layers
+    img = G.synthesis(ws, noise_mode="const")
+    assert img.shape == (4, 7, 16, 16) and img.dtype == torch.float32
+    assert 0.05 < img.std().item() < 20  # a sane scale at init, no tanh
+    logits = D(img)
+    assert logits.shape == (4, 1) and torch.isfinite(logits).all()
+
+
+def test_truncation_psi_and_cutoff():
+    G = tiny_g()
+    z = torch.randn(3, 32)
+    ws = G.mapping(z)
+    w_avg = G.mapping.w_avg
+    assert torch.allclose(G.mapping(z, truncation_psi=0), w_avg.expand(3, 6, 32))
+    assert torch.equal(G.mapping(z, truncation_psi=1), ws)
+    half = G.mapping(z, truncation_psi=0.5, truncation_cutoff=2)
+    torch.testing.assert_close(half[:, :2], (ws[:, :2] + w_avg) / 2)
+    assert torch.equal(half[:, 2:], ws[:, 2:])
+    torch.testing.assert_close(truncate(ws, w_avg, 0.0, cutoff=6), w_avg.expand(3, 6, 32))
+    # psi = 0 is the average face for every z.
+    img = G(z, truncation_psi=0, noise_mode="const")
+    torch.testing.assert_close(img, G.synthesis(w_avg.expand(3, 6, 32), noise_mode="const"))
+    torch.testing.assert_close(img[0], img[2])
+
+
+def test_update_emas_tracks_w_avg():
+    G = tiny_g()
+    old = G.mapping.w_avg.clone()
+    z = torch.randn(8, 32)
+    ws = G.mapping(z, update_emas=True)
+    torch.testing.assert_close(G.mapping.w_avg, ws[:, 0].mean(0) * (1 - 0.995) + old * 0.995)
+    G.mapping(z)  # no update by default
+    torch.testing.assert_close(G.mapping.w_avg, ws[:, 0].mean(0) * (1 - 0.995) + old * 0.995)
+
+
+def test_style_mixing():
+    G = tiny_g()
+    ws_a, ws_b = G.mapping(torch.randn(2, 32)), G.mapping(torch.randn(2, 32))
+    out_b = G.synthesis(ws_b, noise_mode="const")
+    torch.testing.assert_close(G.synthesis(style_mix(ws_a, ws_b, 0), noise_mode="const"), out_b)
+    assert torch.equal(style_mix(ws_a, ws_b, G.num_ws), ws_a)
+    mixed = style_mix(ws_a, ws_b, 3)
+    assert torch.equal(mixed[:, :3], ws_a[:, :3]) and torch.equal(mixed[:, 3:], ws_b[:, 3:])
+    per_sample = style_mix(ws_a, ws_b, torch.tensor([0, 6]))  # sample 0 all b, sample 1 all a
+    assert torch.equal(per_sample[0], ws_b[0]) and torch.equal(per_sample[1], ws_a[1])
+    # Three sources: coarse from a, middle from b, fine from c.
+    ws_c = G.mapping(torch.randn(2, 32))
+    three = style_mix(style_mix(ws_a, ws_b, 2), ws_c, 4)
+    assert torch.equal(three[:, 1], ws_a[:, 1]) and torch.equal(three[:, 3], ws_b[:, 3])
+    assert torch.equal(three[:, 5], ws_c[:, 5])
+    img = G.synthesis(mixed, noise_mode="const")
+    assert (img - out_b).abs().max() > 1e-3  # the coarse styles changed the output
+
+
+def test_noise_modes():
+    G = tiny_g()
+    ws = G.mapping(torch.randn(2, 32))
+    const1, const2 = G.synthesis(ws, noise_mode="const"), G.synthesis(ws, noise_mode="const")
+    assert torch.equal(const1, const2)
+    rand1, rand2 = G.synthesis(ws, noise_mode="random"), G.synthesis(ws, noise_mode="random")
+    assert (rand1 - rand2).abs().max() > 1e-3
+    none = G.synthesis(ws, noise_mode="none")
+    assert (none - const1).abs().max() > 1e-3
+    with torch.no_grad():  # at init (strength 0) noise has no effect
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.zero_()
+    torch.testing.assert_close(G.synthesis(ws, noise_mode="random"), G.synthesis(ws, noise_mode="none"))
+    with pytest.raises(PcganError, match="noise_mode"):
+        G.synthesis(ws, noise_mode="fixed")
+
+
+def test_seeds_give_the_same_face_at_any_batch_size():
+    G = tiny_g()
+    z = z_from_seeds([5, 42, 9], 32)
+    assert torch.equal(z[1], z_from_seeds([42], 32)[0])
+    assert not torch.equal(z[0], z[1])
+    big = G(z, noise_mode="const")
+    one = G(z_from_seeds([42], 32), noise_mode="const")
+    torch.testing.assert_close(big[1:2], one, atol=1e-5, rtol=1e-5)
+    # Random noise made from the seeds: reproducible too, and different from const noise.
+    noise3, noise1 = G.noise_from_seeds([5, 42, 9]), G.noise_from_seeds([42])
+    assert [n.shape[-1] for n in noise1] == [4, 8, 8, 16, 16]
+    big_r = G(z, noise=noise3)
+    torch.testing.assert_close(big_r[1:2], G(z_from_seeds([42], 32), noise=noise1), atol=1e-5, rtol=1e-5)
+    assert (big_r - big).abs().max() > 1e-3
+    with pytest.raises(PcganError, match="seeds"):
+        z_from_seeds([-1], 32)
+
+
+def test_fused_modconv_gives_the_same_generator():
+    G = tiny_g()
+    G_fused = Generator(**{**G.init_kwargs, "fused_modconv": True})
+    G_fused.load_state_dict(G.state_dict())
+    z = torch.randn(3, 32)
+    torch.testing.assert_close(G_fused(z, noise_mode="const"), G(z, noise_mode="const"), atol=1e-5, rtol=1e-4)
+
+
+def test_init_kwargs_rebuild_the_networks():
+    G, D = tiny_g(), tiny_d()
+    for net, cls in [(G, Generator), (D, Discriminator)]:
+        kwargs = json.loads(json.dumps(net.init_kwargs))  # plain primitives only
+        clone = cls(**kwargs)
+        clone.load_state_dict(net.state_dict())
+        assert clone.init_kwargs == net.init_kwargs
+    z = torch.randn(2, 32)
+    G2 = Generator(**G.init_kwargs)
+    G2.load_state_dict(G.state_dict())
+    assert torch.equal(G2(z, noise_mode="const"), G(z, noise_mode="const"))
+
+
+def test_double_backward_r1_and_path_length():
+    G, D = tiny_g(), tiny_d()
+    # R1: gradient of the penalty ||dD/dx||^2 reaches D's weights (double backward through D).
+    real = torch.randn(4, 7, 16, 16, requires_grad=True)
+    (grad,) = torch.autograd.grad(D(real).sum(), real, create_graph=True)
+    grad.square().sum().backward()
+    d_grads = [p.grad for p in D.parameters() if p.grad is not None]
+    assert len(d_grads) > 10 and all(torch.isfinite(g).all() for g in d_grads)
+    assert sum(g.abs().sum() for g in d_grads) > 0
+    # Through G and D: a gradient penalty on fakes backpropagates into G's weights.
+    fake = G(torch.randn(4, 32))
+    (grad,) = torch.autograd.grad(D(fake).sum(), fake, create_graph=True)
+    grad.square().sum().backward()
+    # Path length: d(img . y)/dws, then its norm, back to G.
+    ws = G.mapping(torch.randn(4, 32))
+    img = G.synthesis(ws)
+    (pl,) = torch.autograd.grad((img * torch.randn_like(img)).sum(), ws, create_graph=True)
+    pl.square().sum().backward()
+    g_grads = {n: p.grad for n, p in G.named_parameters() if p.grad is not None}
+    assert all(torch.isfinite(g).all() for g in g_grads.values())
+    assert g_grads["synthesis.blocks.2.conv0.weight"].abs().sum() > 0
+
+
+def test_minibatch_std_values():
+    x = torch.zeros(4, 2, 1, 1)
+    x[:, 0, 0, 0] = torch.tensor([0.0, 10.0, 2.0, 10.0])  # groups of 2: samples {0, 2} and {1, 3}
+    y = MinibatchStd(group_size=2, num_channels=1)(x)
+    assert y.shape == (4, 3, 1, 1)
+    # Group {0, 2}: channel stds (1, 0), averaged -> 0.5; group {1, 3}: (0, 0) -> ~0.
+    torch.testing.assert_close(y[:, 2, 0, 0], torch.tensor([0.5, 1e-4, 0.5, 1e-4]), atol=1e-4, rtol=0)
+    with pytest.raises(PcganError, match="not divisible"):
+        MinibatchStd(group_size=4)(torch.zeros(6, 2, 4, 4))
+
+
+def test_conditioning():
+    G, D = tiny_g(c_dim=3), tiny_d(c_dim=3)
+    z, c = torch.randn(4, 32), torch.eye(3)[[0, 1, 2, 0]]
+    img = G(z, c, noise_mode="const")
+    logits = D(img, c)
+    assert logits.shape == (4, 1) and torch.isfinite(logits).all()
+    other = G(z, torch.eye(3)[[1, 1, 1, 1]], noise_mode="const")
+    assert (other[0] - img[0]).abs().max() > 1e-4 and torch.allclose(other[1], img[1])
+    with pytest.raises(PcganError, match="conditional"):
+        G(z)
+
+
+def test_bad_inputs_name_the_dimension():
+    G, D = tiny_g(), tiny_d()
+    with pytest.raises(PcganError, match="dim 1 must be 7"):
+        D(torch.zeros(2, 6, 16, 16))
+    with pytest.raises(PcganError, match="ws dim 1 must be 6"):
+        G.synthesis(torch.zeros(2, 5, 32))
+    with pytest.raises(PcganError, match="z dim 1 must be 32"):
+        G(torch.zeros(2, 31))
+    for bad in (4, 12, 2048):
+        with pytest.raises(PcganError, match="power of two"):
+            Generator(resolution=bad, channel_base=64, channel_max=8)
+
+
+@pytest.mark.parametrize("resolution", [8, 32, 1024])
+def test_resolutions(resolution):
+    G = Generator(z_dim=8, w_dim=8, resolution=resolution, channels=4, channel_base=64, channel_max=8,
+                  mapping_layers=1)
+    D = Discriminator(resolution=resolution, channels=4, channel_base=64, channel_max=8)
+    assert G.num_ws == 2 * int(math.log2(resolution)) - 2
+    if resolution <= 32:
+        img = G(torch.randn(2, 8))
+        assert img.shape == (2, 4, resolution, resolution) and D(img).shape == (2, 1)
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_preset_builds_and_trains_on_cpu(preset):
+    cfg = load_config(CONFIGS / preset).model
+    G = Generator(**cfg.generator_kwargs(channels=7))
+    D = Discriminator(**cfg.discriminator_kwargs(channels=7))
+    if preset == "faces-256.yaml":  # config F at 256: ~30.0M G and ~28.9M D parameters
+        assert 29.5e6 < sum(p.numel() for p in G.parameters()) < 30.5e6
+        assert 28.5e6 < sum(p.numel() for p in D.parameters()) < 29.5e6
+    batch = 1 if cfg.resolution >= 256 else 2  # config F at 256 costs ~0.2 TFLOP per fwd+bwd image
+    img = G(torch.randn(batch, cfg.z_dim))
+    assert img.shape == (batch, 7, cfg.resolution, cfg.resolution)
+    torch.nn.functional.softplus(-D(img)).mean().backward()
+    for net in (G, D):
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        assert len(grads) > 10 and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_bf16_autocast_and_channels_last():
+    G, D = tiny_g(), tiny_d()
+    z = torch.randn(4, 32)
+    ref = G(z, noise_mode="const")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        img = G(z, noise_mode="const")
+        logits = D(img)
+    assert img.dtype == torch.float32 and logits.dtype == torch.float32  # grid output stays fp32
+    assert (img - ref).abs().mean() / ref.abs().mean() < 0.05  # bf16 convs: close to fp32
+    d_ref = D(ref)
+    G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    assert G.synthesis.blocks[1].conv0.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(G(z, noise_mode="const"), ref, atol=1e-5, rtol=1e-4)
+    x = ref.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(D(x), d_ref, atol=1e-5, rtol=1e-4)
+
+
+def test_compiles_without_graph_breaks():
+    torch._dynamo.reset()
+    G, D = tiny_g(), tiny_d()
+    z = torch.randn(2, 32)
+    g_compiled = torch.compile(G, fullgraph=True, backend="eager")  # raises on a graph break
+    d_compiled = torch.compile(D, fullgraph=True, backend="eager")
+    img = g_compiled(z, noise_mode="const")
+    torch.testing.assert_close(img, G(z, noise_mode="const"))
+    torch.testing.assert_close(d_compiled(img), D(img))
+    assert g_compiled(z).shape == (2, 7, 16, 16)  # the training path: random noise
+
+
+def test_flops_per_image():
+    conv = Conv2dLayer(8, 16, 3)
+    x = torch.randn(2, 8, 10, 10)
+    assert flops_per_image(conv, x) == 2 * 16 * 10 * 10 * 8 * 9  # 2 FLOPs per MAC
+    G = tiny_g()
+    per_image = flops_per_image(G, torch.randn(1, 32))
+    assert per_image == pytest.approx(flops_per_image(G, torch.randn(3, 32)), rel=1e-6)
+    # Tiny G has 32 maps at 4x4 and 8x8, 16 at 16x16. Its 3x3 convs: conv1 at 4, 8, 16 plus the
+    # upsampling conv0s, counted on their low-resolution inputs (transposed convs).
+    convs = 2 * 9 * (16 * 32 * 32 + 64 * 32 * 32 + 256 * 16 * 16 + 16 * 32 * 32 + 64 * 32 * 16)
+    assert convs <= per_image < 1.15 * convs  # the rest: FIR filters, ToXYZRGB, mapping
