@@ -19,6 +19,8 @@ _LAZY = {
     "write_mesh": "pcgan.export",
     "export_grid": "pcgan.export",
     "PcganError": "pcgan.errors",
+    "generate_grids": "pcgan.generate",
+    "compute_metrics": "pcgan.metrics",
 }
 
 
