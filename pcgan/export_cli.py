@@ -57,8 +57,6 @@ def add_arguments(parser) -> None:
                         help="a dataset directory (grids.npy + dataset.json) or a .npy of grids [N, C, H, W] or [C, H, W]")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output directory (created if missing)")
-    parser.add_argument("--format", default=",".join(DEFAULT_FORMATS), metavar="LIST",
-                        help=f"comma-separated formats from {', '.join(FORMATS)} (default: %(default)s)")
     parser.add_argument("--frame", default="canonical", choices=FRAMES,
                         help="canonical: the dataset's canonical frame in the scans' units; source: each "
                              "grid mapped back onto its source scan's frame and units (default: %(default)s)")
@@ -67,13 +65,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--meta", default=None, metavar="JSON",
                         help="dataset.json (or a grid-meta JSON) describing a bare GRIDS.npy; without it a "
                              "bare .npy uses the default camera, center 0, scale 1 and unknown units")
+    add_export_arguments(parser, ",".join(DEFAULT_FORMATS))
+
+
+def add_export_arguments(parser, default_formats: str) -> None:
+    """--format, --outlier-removal, --voxel, --workers: shared by export, generate, mix, interpolate."""
+    parser.add_argument("--format", default=default_formats, metavar="LIST",
+                        help=f"comma-separated formats from {', '.join(FORMATS)} (default: %(default)s)")
     parser.add_argument("--outlier-removal", default=None, metavar="NB,STD",
                         help="statistical outlier removal on point clouds: NB neighbours, STD std ratio "
                              "(e.g. 20,2.0; needs Open3D)")
     parser.add_argument("--voxel", type=float, default=None, metavar="SIZE",
                         help="voxel-downsample point clouds to SIZE, in the output's units (needs Open3D)")
     parser.add_argument("--workers", type=int, default=2, metavar="N",
-                        help="grids exported in parallel threads (default: %(default)s)")
+                        help="threads writing files (default: %(default)s)")
 
 
 def parse_outlier_removal(text: str | None) -> tuple[int, float] | None:

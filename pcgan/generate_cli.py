@@ -13,6 +13,7 @@ import sys
 
 from pcgan.errors import PcganError
 from pcgan.export import FORMATS, parse_formats
+from pcgan.export_cli import add_export_arguments  # noqa: F401 - shared with mix and interpolate
 from pcgan.networks import NOISE_MODES
 from pcgan.ranges import format_index_list, parse_index_list
 
@@ -75,19 +76,6 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "the same faces to ~1e-5, but then .ply bytes may depend on --batch")
     parser.add_argument("--device", default="auto", metavar="DEV",
                         help="cuda, cpu, cuda:1, ... (default: auto = cuda when available)")
-
-
-def add_export_arguments(parser: argparse.ArgumentParser, default_formats: str) -> None:
-    """--format, --outlier-removal, --voxel, --workers (as ``pcgan export``)."""
-    parser.add_argument("--format", default=default_formats, metavar="LIST",
-                        help=f"comma-separated formats from {', '.join(FORMATS)} (default: %(default)s)")
-    parser.add_argument("--outlier-removal", default=None, metavar="NB,STD",
-                        help="statistical outlier removal on point clouds: NB neighbours, STD std ratio "
-                             "(e.g. 20,2.0; needs Open3D)")
-    parser.add_argument("--voxel", type=float, default=None, metavar="SIZE",
-                        help="voxel-downsample point clouds to SIZE, in the scans' units (needs Open3D)")
-    parser.add_argument("--workers", type=int, default=2, metavar="N",
-                        help="threads writing files (default: %(default)s)")
 
 
 def parse_seeds(text: str, what: str = "seed") -> list[int]:
