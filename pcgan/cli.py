@@ -32,6 +32,9 @@ COMMANDS: dict[str, str] = {
     "mix": "pcgan.mix_cli",
     "interpolate": "pcgan.interpolate_cli",
     "export": "pcgan.export_cli",
+    "eval": "pcgan.eval_cli",
+    "invert": "pcgan.invert_cli",
+    "train-encoder": "pcgan.train_encoder_cli",
     "view": "viewers.view_cli",
     "render": "viewers.render_cli",
 }

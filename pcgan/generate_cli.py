@@ -55,9 +55,9 @@ examples:
 # Shared flags (generate, mix, interpolate)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, ckpt_required: bool = True) -> None:
     """--ckpt, --trunc, --cutoff, --noise-mode, --class, --batch, --batched-network, --device."""
-    parser.add_argument("--ckpt", required=True, metavar="RUN_OR_FILE",
+    parser.add_argument("--ckpt", required=ckpt_required, metavar="RUN_OR_FILE",
                         help="a network-snapshot-*.pt, a training-state.pt, or a run directory (its newest "
                              "snapshot by the progress stored inside); GPU-made files load on a CPU")
     parser.add_argument("--trunc", type=float, default=1.0, metavar="PSI",

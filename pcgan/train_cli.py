@@ -24,6 +24,9 @@ examples:
   # override any config key; check the resolved config and plan without training
   pcgan train --data data/faces256 --config configs/faces-256.yaml --out runs/x --set train.r1_gamma=2 --dry-run
 
+  # train for 30 minutes of wall time (or train.kimg, whichever comes first), then a final snapshot
+  pcgan train --data demo-out/dataset --config configs/demo-cpu-64.yaml --out runs/demo --minutes 30
+
   # continue a run: re-run into the same run dir (it holds training-state.pt), e.g. for longer
   pcgan train --data data/faces256 --out runs/faces256 --kimg 20000
 
@@ -70,6 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run directory; resumes automatically when it holds training-state.pt")
     p.add_argument("--resume", metavar="PATH", help="training-state.pt (or a run dir) to continue from")
     p.add_argument("--kimg", type=float, help="training length in thousands of real grids (train.kimg)")
+    p.add_argument("--minutes", type=float,
+                   help="also stop after this many minutes of training, with a final snapshot (train.max_minutes)")
     p.add_argument("--batch", type=int, help="global batch over all processes (train.batch)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.r1_gamma=2 (repeatable)")
@@ -187,8 +192,8 @@ def _setup_logging(run_dir: Path | None, is_main: bool) -> list[logging.Handler]
 
 def _overrides(args) -> list[str]:
     out = list(args.set)
-    for flag, key in (("kimg", "train.kimg"), ("batch", "train.batch"), ("seed", "train.seed"),
-                      ("precision", "train.precision")):
+    for flag, key in (("kimg", "train.kimg"), ("minutes", "train.max_minutes"), ("batch", "train.batch"),
+                      ("seed", "train.seed"), ("precision", "train.precision")):
         value = getattr(args, flag)
         if value is not None:
             out.append(f"{key}={value}")
@@ -320,7 +325,11 @@ def run(args) -> int:
         log.info("stopped by %s at kimg %.3f; saved %s. Continue with: pcgan train --data %s --out %s",
                  name, result.images_seen / 1000, result.state, args.data, args.out)
         return 128 + int(result.signal or signal.SIGTERM)
-    if result.snapshot is not None:
+    if result.status == "time":
+        log.info("time budget of %g minutes used at kimg %.3f; final snapshot %s. Continue with: "
+                 "pcgan train --data %s --out %s", cfg.train.max_minutes, result.images_seen / 1000,
+                 result.snapshot, args.data, args.out)
+    elif result.snapshot is not None:
         log.info("done: %g kimg; final snapshot %s", result.images_seen / 1000, result.snapshot)
     return 0
 

@@ -294,14 +294,13 @@ def test_shaded_plane_has_the_lambertian_value():
                                                               dtype=torch.float32), atol=1e-4)
 
 
-def test_rgb_images_are_srgb_encoded_colour():
+def test_rgb_images_are_the_stored_srgb_colour():
     meta = G.GridMeta(resolution=8)
     g = G.empty_grid(meta)
-    g[G.RGB] = np.array([-1.0, 0.0, 1.0], np.float32)[:, None, None]    # linear 0, 0.5, 1
+    g[G.RGB] = np.array([-1.0, 0.0, 1.0], np.float32)[:, None, None]    # sRGB 0, 0.5, 1: no re-encoding
     img = S.rgb_images(g[None])[0, :, 0, 0]
-    torch.testing.assert_close(img, torch.tensor([0.0, 0.735357, 1.0]), atol=1e-5, rtol=0)
-    torch.testing.assert_close(S.rgb_images(g[None], srgb=False)[0, :, 0, 0], torch.tensor([0.0, 0.5, 1.0]))
-    assert S.to_uint8(img[None]).tolist() == [[0, 188, 255]]
+    torch.testing.assert_close(img, torch.tensor([0.0, 0.5, 1.0]), atol=1e-6, rtol=0)
+    assert S.to_uint8(img[None]).tolist() == [[0, 128, 255]]
     with pytest.raises(PcganError, match="view"):
         S.grid_images(g[None], meta, "depth")
 

@@ -71,7 +71,6 @@ class EvalOptions:
     nearest_pairs: int = 16                        # generated grids whose closest real is recorded (PNG)
     # 2D
     views: tuple[str, ...] = VIEWS                 # "rgb" and/or "shaded"
-    srgb: bool = True                              # sRGB-encode the linear grid colour for the networks
     weights_dir: str | None = None                 # folder with the network weights (None: PCGAN_WEIGHTS, caches)
     kid_subsets: int = 100                         # KID: number of subsets
     kid_subset_size: int = 1000                    # KID: samples per subset (capped by the set sizes)
@@ -250,7 +249,7 @@ class EvalContext:
 
     def images(self, arr, idx: np.ndarray, view: str) -> torch.Tensor:
         g = torch.as_tensor(np.asarray(_Rows(arr, idx)[slice(None)], dtype=np.float32))
-        return grid_images(g, self.meta, view, srgb=self.opts.srgb)
+        return grid_images(g, self.meta, view)
 
     def _features(self, arr, n: int, view: str) -> np.ndarray:
         net, bs, out = self.inception(), max(self.opts.batch_size, 1), []
@@ -266,7 +265,7 @@ class EvalContext:
             if self.opts.reals_key is None:
                 return self._features(self.reals, len(self.reals), view)
             path, sha = self.opts.reals_key
-            key = frechet.cache_key(path, sha, view=view, num=len(self.reals), srgb=self.opts.srgb,
+            key = frechet.cache_key(path, sha, view=view, num=len(self.reals), color_space=G.COLOR_SPACE,
                                     detector=self.inception().sha256[:16],
                                     shading=[list(LIGHT), AMBIENT] if view == "shaded" else None)
             feats, hit = frechet.cached_features(key, lambda: self._features(self.reals, len(self.reals), view),
@@ -567,7 +566,7 @@ def compute_metrics(names, fakes, reals, meta, options: EvalOptions | None = Non
             sec["lion_multipliers"] = {k: pc.LION_MULTIPLIERS[k] for k in lion}
         result["3d"] = sec
     if any(m.kind in ("2d", "generator") for m in wanted) or "lpips_recon" in [m.name for m in wanted]:
-        result["2d"] = {"views": list(opts.views), "srgb": opts.srgb,
+        result["2d"] = {"views": list(opts.views), "color_space": G.COLOR_SPACE,
                         "shading": {"light": list(LIGHT), "ambient": AMBIENT}, **ctx.section_2d}
     if ("cd", "gr") in ctx._cache:
         d = ctx.cd("gr")

@@ -252,13 +252,13 @@ def _endpoints(mapping, z0, z1, t, epsilon):
 
 @torch.no_grad()
 def ppl2d_distances(mapping: Callable, synthesis: Callable, meta_or_channels, lpips_model: nn.Module,
-                    z0, z1, t, epsilon: float = 1e-4, srgb: bool = True) -> torch.Tensor:
+                    z0, z1, t, epsilon: float = 1e-4) -> torch.Tensor:
     """Per-sample 2D path lengths ``LPIPS(img(t), img(t + eps)) / eps^2`` on the RGB view.
     z0, z1 ``[B, z_dim]``, t ``[B]``. Images over 256 px are area-downsampled to 256 (StyleGAN).
     Returns ``[B]`` float64."""
     wa, wb = _endpoints(mapping, z0, z1, t, epsilon)
-    img_a = grid_images(synthesis(wa), meta_or_channels, "rgb", srgb) * 2 - 1
-    img_b = grid_images(synthesis(wb), meta_or_channels, "rgb", srgb) * 2 - 1
+    img_a = grid_images(synthesis(wa), meta_or_channels, "rgb") * 2 - 1
+    img_b = grid_images(synthesis(wb), meta_or_channels, "rgb") * 2 - 1
     img_a, img_b = _prepare(img_a, max_size=256), _prepare(img_b, max_size=256)
     return lpips_distance(lpips_model, img_a, img_b) / epsilon ** 2
 

@@ -1,7 +1,7 @@
 """Images of grids for the 2D metrics: the colour channels, and the geometry shaded.
 
-``"rgb"`` is the grid's colour (linear [0, 1], sRGB-encoded by default because the Inception
-and LPIPS networks were trained on sRGB photos). ``"shaded"`` is a grey Lambertian rendering of
+``"rgb"`` is the grid's colour as stored: sRGB-encoded [0, 1] (``pcgan.grid.COLOR_SPACE``), which
+is what the Inception and LPIPS networks, trained on sRGB photos, expect. ``"shaded"`` is a grey Lambertian rendering of
 the grid's own normals (:func:`pcgan.grid.grid_normals`) under one fixed light, so FID, KID and
 LPIPS can judge the geometry in 2D terms too: a bumpy or torn surface shows as shading noise.
 Both are pure torch on the grid's pixels (no rasteriser: each pixel already is a surface point
@@ -33,17 +33,9 @@ def _batch(grids) -> torch.Tensor:
     return g.float()
 
 
-def srgb_encode(linear: torch.Tensor) -> torch.Tensor:
-    """Linear [0, 1] -> sRGB-encoded [0, 1] (IEC 61966-2-1 transfer curve)."""
-    x = linear.clamp(0.0, 1.0)
-    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp(min=0.0031308) ** (1 / 2.4) - 0.055)
-
-
-def rgb_images(grids, srgb: bool = True) -> torch.Tensor:
-    """Colour of each pixel: ``[B, C, H, W]`` grids -> ``[B, 3, H, W]`` float32 in [0, 1]."""
-    g = _batch(grids)
-    lin = G.grid_to_rgb(g[:, G.RGB])
-    return srgb_encode(lin) if srgb else lin
+def rgb_images(grids) -> torch.Tensor:
+    """Colour of each pixel: ``[B, C, H, W]`` grids -> ``[B, 3, H, W]`` float32 sRGB in [0, 1]."""
+    return G.grid_to_rgb(_batch(grids)[:, G.RGB])
 
 
 def shaded_images(grids, meta_or_channels, light: Sequence[float] = LIGHT, ambient: float = AMBIENT,
@@ -65,10 +57,10 @@ def shaded_images(grids, meta_or_channels, light: Sequence[float] = LIGHT, ambie
     return out.to(g.device)
 
 
-def grid_images(grids, meta_or_channels, view: str, srgb: bool = True) -> torch.Tensor:
+def grid_images(grids, meta_or_channels, view: str) -> torch.Tensor:
     """``[B, C, H, W]`` grids -> ``[B, 3, H, W]`` float images in [0, 1] for one view."""
     if view == "rgb":
-        return rgb_images(grids, srgb=srgb)
+        return rgb_images(grids)
     if view == "shaded":
         return shaded_images(grids, meta_or_channels)
     raise PcganError(f"image view {view!r}: use one of {list(VIEWS)}")

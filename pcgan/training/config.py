@@ -17,6 +17,7 @@ from pcgan.config import register_section
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     kimg: float = 25000.0           # training length: thousands of real grids shown to D
+    max_minutes: float | None = None  # also stop after this many minutes of this session's loop (final snapshot); null: no limit
     batch: int = 32                 # global batch: grids per step over all processes
     batch_gpu: int | None = None    # grids per process per pass; less than batch / processes accumulates gradients; null: batch / processes
     g_lr: float = 0.0025            # generator Adam learning rate
@@ -38,6 +39,9 @@ class TrainConfig:
     keep_snapshots: int = 5         # keep the newest this many network snapshots; 0: keep all
     preview_grids: int = 16         # fixed seeds 0..n-1 shown in fakes*.png
     preview_ply: int = 2            # of those, the first n also written as .ply point clouds
+    metrics: tuple[str, ...] = ("mmd_cd", "cov_cd", "1nna_cd")  # G_ema metrics at each snapshot (pcgan eval --list-metrics); []: off
+    metrics_num: int = 64           # snapshot metrics: this many generated grids vs up to this many reals (val split)
+    metrics_points: int = 512       # snapshot metrics: points per cloud for the 3D metrics
     seed: int = 0                   # run seed (process r of N draws from seed * N + r)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     channels_last: bool | None = None  # channels_last memory format; null: on CUDA only
@@ -50,6 +54,8 @@ class TrainConfig:
     def __post_init__(self):
         if not self.kimg > 0:
             raise ValueError(f"train.kimg must be > 0, got {self.kimg}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"train.max_minutes must be > 0 or null, got {self.max_minutes}")
         if self.batch < 1 or (self.batch_gpu is not None and self.batch_gpu < 1):
             raise ValueError("train.batch and train.batch_gpu must be >= 1")
         if min(self.g_lr, self.d_lr, self.eps) <= 0:
@@ -70,3 +76,23 @@ class TrainConfig:
                self.preview_ply, self.workers, self.seed) < 0:
             raise ValueError("train.snapshot_ticks, preview_ticks, keep_snapshots, preview_grids, "
                              "preview_ply, workers and seed must be >= 0")
+        if self.metrics_num < 2 or self.metrics_points < 1:
+            raise ValueError(f"train.metrics_num must be >= 2 and train.metrics_points >= 1, "
+                             f"got {self.metrics_num} and {self.metrics_points}")
+        if self.metrics:
+            _check_metrics(self.metrics, self.metrics_num)
+
+
+def _check_metrics(names: tuple[str, ...], num: int) -> None:
+    """Unknown names, or metrics that need more generated grids than train.metrics_num, fail at load."""
+    from pcgan.errors import PcganError
+    from pcgan.metrics import METRICS, expand_names
+
+    try:
+        expanded = expand_names(list(names))
+    except PcganError as exc:
+        raise ValueError(f"train.metrics: {exc}") from None
+    big = [n for n in expanded if (METRICS[n].num_gen or 0) > num]
+    if big:
+        raise ValueError(f"train.metrics: {', '.join(big)} need(s) more generated grids than train.metrics_num "
+                         f"{num}; run them with `pcgan eval` instead")

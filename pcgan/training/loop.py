@@ -7,6 +7,12 @@ Every ``tick_kimg`` thousand grids the loop closes a *tick*: it averages the sta
 ranks, appends a row to ``stats.jsonl``, writes TensorBoard scalars and hands a status dict to
 the observer (the CLI prints it); every ``preview_ticks`` / ``snapshot_ticks`` ticks it writes
 ``fakesKKKKKK.png`` (+ a few .ply) and ``network-snapshot-KKKKKK.pt`` + ``training-state.pt``.
+At each snapshot rank 0 also evaluates G_ema on ``train.metrics`` (small, seeded sets; see
+:class:`pcgan.evaluation.SnapshotMetrics`): ``Metrics/...`` in that tick's row and TensorBoard,
+one row per metric in ``metric-<name>.jsonl``.
+
+A time budget (``train.max_minutes``) ends the session like reaching ``train.kimg`` does:
+previews, a final snapshot and the training state; re-running continues from there.
 
 Never lose work: SIGINT / SIGTERM finish the current step, save a checkpoint and return
 (a second Ctrl-C quits at once); a non-finite loss stops with its step and the last good
@@ -34,6 +40,7 @@ from pcgan import checkpoint as ckpt
 from pcgan.config import save_config, to_dict
 from pcgan.dataset import load_dataset
 from pcgan.errors import PcganError
+from pcgan.evaluation import METRIC_FILE, SnapshotMetrics
 from pcgan.fileio import atomic_path, ensure_writable_dir
 from pcgan.grid import GridMeta
 from pcgan.networks import Discriminator, Generator, z_from_seeds
@@ -55,7 +62,7 @@ class TrainingDiverged(PcganError):
 
 @dataclasses.dataclass
 class TrainResult:
-    status: str                       # "done" (reached train.kimg) or "stopped" (signal)
+    status: str                       # "done" (reached train.kimg), "time" (train.max_minutes) or "stopped" (signal)
     images_seen: int                  # real grids shown to D so far
     step: int                         # optimiser steps so far
     signal: int | None = None         # the signal that stopped the run
@@ -500,10 +507,15 @@ def train(cfg: Any, data: str | Path, run_dir: str | Path, device: str = "auto",
         log.warning("%s exists but this run starts fresh: it will be overwritten at the first snapshot",
                     run_dir / ckpt.STATE_FILE)
     preview_z = z_from_seeds(range(t.preview_grids), G.z_dim, dev) if t.preview_grids else None
+    snapshot_metrics = None
     if env.is_main:
         save_config(cfg, run_dir / "config.yaml")
         tb = _open_tensorboard(run_dir)
         _trim_stats(run_dir / STATS_FILE, progress["images_seen"] if state is not None else 0)
+        for path in run_dir.glob(METRIC_FILE.format(name="*")):
+            _trim_stats(path, progress["images_seen"] if state is not None else 0)
+        if t.metrics:
+            snapshot_metrics = SnapshotMetrics(t.metrics, dataset, t.metrics_num, t.metrics_points, dev, seed=t.seed)
         stats_file = open(run_dir / STATS_FILE, "a", encoding="utf-8")
     observer.start({"device": str(dev), "world_size": world, "batch": t.batch, "batch_gpu": batch_gpu,
                     "resumed_kimg": progress["images_seen"] / 1000 if state is not None else None,
@@ -542,6 +554,22 @@ def train(cfg: Any, data: str | Path, run_dir: str | Path, device: str = "auto",
         last_good = (state_path, images_seen / 1000)
         return snap, state_path
 
+    def evaluate_snapshot(images_seen: int) -> dict:
+        """train.metrics of G_ema (rank 0) -> ``{"Metrics/<name>": value}`` for the tick's row.
+        Runs in forked random streams, so training continues as if it had not happened."""
+        if snapshot_metrics is None:
+            return {}
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            res = snapshot_metrics(G_ema)
+        if res is None:
+            return {}
+        snapshot_metrics.write(run_dir, res, images_seen, ckpt.snapshot_name(images_seen))
+        values = {f"Metrics/{k}": v for k, v in res["metrics"].items()}
+        log.info("metrics at kimg %.3f: %s (%.1f s)", images_seen / 1000,
+                 "  ".join(f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}" for k, v in res["metrics"].items()),
+                 res["eval_s"])
+        return values
+
     def check_finite() -> None:
         bad = watch.first_bad()
         if bad is None:
@@ -571,6 +599,7 @@ def train(cfg: Any, data: str | Path, run_dir: str | Path, device: str = "auto",
     try:
         tick_start_images, tick_start_time = progress["images_seen"], time.perf_counter()
         maintenance = 0.0
+        deadline = time.monotonic() + t.max_minutes * 60 if t.max_minutes is not None else None
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         while progress["images_seen"] < total:
@@ -610,7 +639,10 @@ def train(cfg: Any, data: str | Path, run_dir: str | Path, device: str = "auto",
             sync_now = dev.type == "cpu" or progress["step"] % NAN_CHECK_STEPS == 0
             stopping = stop.signum is not None if not env.distributed else (
                 sync_now and dist.any_rank(stop.signum is not None, dev))
-            done = progress["images_seen"] >= total
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            if deadline is not None and env.distributed:  # every rank must stop at the same step
+                out_of_time = sync_now and dist.any_rank(out_of_time, dev)
+            done = progress["images_seen"] >= total or out_of_time
             if sync_now:
                 check_finite()
             if not (done or stopping or progress["images_seen"] >= tick_start_images + t.tick_kimg * 1000):
@@ -634,6 +666,11 @@ def train(cfg: Any, data: str | Path, run_dir: str | Path, device: str = "auto",
             row.update(stats.collect(world))
             if ada.last_rt is not None:
                 row["augment_rt"] = float(ada.last_rt)
+            maint_start = time.perf_counter()
+            tick = progress["tick"]
+            snapshot_now = done or stopping or (t.snapshot_ticks and tick % t.snapshot_ticks == 0)
+            if snapshot_now and not stopping:  # a signal asks to save and leave: no metrics then
+                row.update(evaluate_snapshot(progress["images_seen"]))
             if env.is_main:
                 stats_file.write(json.dumps(row) + "\n")
                 stats_file.flush()
@@ -644,11 +681,9 @@ def train(cfg: Any, data: str | Path, run_dir: str | Path, device: str = "auto",
                     tb.flush()
             observer.tick(row)
 
-            maint_start = time.perf_counter()
-            tick = progress["tick"]
             if done or (t.preview_ticks and tick % t.preview_ticks == 0):
                 save_previews(progress["images_seen"])
-            if done or stopping or (t.snapshot_ticks and tick % t.snapshot_ticks == 0):
+            if snapshot_now:
                 result.snapshot, result.state = save_checkpoint(progress["images_seen"])
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
@@ -656,6 +691,11 @@ def train(cfg: Any, data: str | Path, run_dir: str | Path, device: str = "auto",
             maintenance = tick_start_time - maint_start  # kept out of the next tick's sec/kimg
             if stopping:
                 result.status, result.signal = "stopped", stop.signum or signal.SIGTERM
+                break
+            if out_of_time and progress["images_seen"] < total:
+                result.status = "time"
+                log.info("time budget of %g minutes reached at kimg %.3f", t.max_minutes,
+                         progress["images_seen"] / 1000)
                 break
     finally:
         stop.restore()
