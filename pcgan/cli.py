@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "train-encoder": "pcgan.train_encoder_cli",
     "view": "viewers.view_cli",
     "render": "viewers.render_cli",
+    "demo": "pcgan.demo_cli",
 }
 
 EXIT_USER_ERROR = 2
