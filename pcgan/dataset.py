@@ -98,6 +98,27 @@ def load_dataset(path: str | Path, mmap: bool = True) -> Dataset:
     return Dataset(path=path, grids=grids, meta=meta, info=info)
 
 
+def load_grids_npy(path: str | Path, name: str | None = None) -> np.ndarray:
+    """A bare ``.npy`` of grids, memory-mapped: ``[N, C, H, W]`` (one ``[C, H, W]`` grid gets N = 1).
+
+    ``name`` is how messages refer to the file (e.g. ``"--fakes x.npy"``); the path by default."""
+    path = Path(path)
+    name = name or str(path)
+    if not path.is_file():
+        raise PcganError(f"{name} does not exist (give a .npy of grids or a dataset directory)")
+    if path.suffix.lower() != ".npy":
+        raise PcganError(f"{name}: not a .npy file of grids or a dataset directory")
+    try:
+        grids = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        raise PcganError(f"{name}: cannot read as .npy ({exc})") from None
+    if grids.ndim == 3:
+        grids = grids[None]
+    if grids.ndim != 4:
+        raise PcganError(f"{name}: shape {list(grids.shape)}, expected grids [N, C, H, W] or one grid [C, H, W]")
+    return grids
+
+
 def channel_stats(grids: np.ndarray, meta: GridMeta, chunk: int = 256) -> dict:
     """Per-channel mean/std/min/max over surface pixels, NaN count and surface fraction.
 

@@ -161,9 +161,8 @@ def _device(name: str):
 def open_fakes(path: str, real_meta, data_name: str):
     """--fakes: grids ``[N, C, H, W]`` (memmap where possible) and their GridMeta (the dataset's
     own for a dataset dir; the reals' for a bare .npy), checked against the reals' layout."""
-    import numpy as np
 
-    from pcgan.dataset import GRIDS_FILE, INFO_FILE, load_dataset
+    from pcgan.dataset import GRIDS_FILE, INFO_FILE, load_dataset, load_grids_npy
     from pcgan.evaluation import check_compatible
 
     p = Path(path)
@@ -172,14 +171,7 @@ def open_fakes(path: str, real_meta, data_name: str):
         for w in check_compatible(ds.meta, f"--fakes {path}", real_meta, data_name):
             log.warning(w)
         return ds.grids, ds.meta
-    if not p.is_file():
-        raise PcganError(f"--fakes {path} does not exist (give a .npy of grids or a dataset directory)")
-    if p.suffix.lower() != ".npy":
-        raise PcganError(f"--fakes {path}: not a .npy file of grids or a dataset directory")
-    try:
-        grids = np.load(p, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as exc:
-        raise PcganError(f"--fakes {path}: cannot read as .npy ({exc})") from None
+    grids = load_grids_npy(p, name=f"--fakes {path}")
     expect = (real_meta.num_channels, real_meta.resolution, real_meta.resolution)
     if grids.ndim != 4 or tuple(grids.shape[1:]) != expect:
         raise PcganError(f"--fakes {path} has shape {list(grids.shape)}, expected [N, {expect[0]}, {expect[1]}, "

@@ -12,9 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from pcgan.dataset import GRIDS_FILE, INFO_FILE, load_dataset
+from pcgan.dataset import GRIDS_FILE, INFO_FILE, load_dataset, load_grids_npy
 from pcgan.errors import PcganError
 from pcgan.export import DEFAULT_FORMATS, FORMATS, FRAMES, export_grids, parse_formats
 from pcgan.fileio import ensure_writable_dir
@@ -133,18 +131,7 @@ def open_input(path: str | Path, meta_path: str | Path | None):
             meta, info = meta_info[0], meta_info[1] or ds.info
         grids = ds.grids
     else:
-        if not path.exists():
-            raise PcganError(f"{path} does not exist (give a dataset directory or a .npy of grids)")
-        if path.suffix.lower() != ".npy":
-            raise PcganError(f"{path}: not a dataset directory or a .npy file of grids")
-        try:
-            grids = np.load(path, mmap_mode="r")
-        except (ValueError, OSError, EOFError) as exc:
-            raise PcganError(f"{path}: cannot read as .npy ({exc})") from None
-        if grids.ndim == 3:
-            grids = grids[None]
-        if grids.ndim != 4:
-            raise PcganError(f"{path}: shape {list(grids.shape)}, expected grids [N, C, H, W] or one grid [C, H, W]")
+        grids = load_grids_npy(path)
         meta, info = meta_info if meta_info is not None else (_default_meta(path, grids.shape), None)
     check_grid(grids[:0] if len(grids) else grids, meta, name=str(path))
     return grids, meta, info

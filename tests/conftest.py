@@ -42,6 +42,17 @@ def meta16() -> GridMeta:
     return GridMeta(resolution=16, center=(1.0, -2.0, 30.0), scale=100.0, units="mm")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests with one torch thread: on two shared cores, OpenMP threads spinning
+    against other processes make tiny ops up to 100x slower."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def require_realdata(*parts: str) -> Path:
     path = REALDATA.joinpath(*parts)
     if not path.exists():

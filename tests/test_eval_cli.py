@@ -26,12 +26,7 @@ META = GridMeta(resolution=16, center=(1.0, -2.0, 30.0), scale=100.0, units="mm"
 FAST = ["--points", "64", "--device", "cpu"]   # 64-point clouds keep every call well under a second
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)   # two shared cores: tiny ops are faster without thread contention
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def spheres(meta: GridMeta, n: int, seed: int = 0) -> np.ndarray:

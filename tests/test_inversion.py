@@ -32,13 +32,7 @@ META = GridMeta(resolution=16, center=(0.0, 0.0, 0.0), scale=100.0, units="mm")
 NO_LPIPS = LossWeights(lpips=0.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two shared cores: OpenMP threads spinning against other processes make tiny ops 100x slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_generator(seed: int = 0) -> Generator:

@@ -37,13 +37,7 @@ LOSS_KEYS = ("Loss/G/loss", "Loss/D/loss", "Loss/r1_penalty", "Loss/pl_penalty",
              "Loss/scores/real", "Loss/scores/fake", "augment_p")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two shared cores: OpenMP threads spinning against other processes make tiny ops 100x slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_dataset(path: Path, n: int = 12, resolution: int = 16, channels=None) -> Path:

@@ -15,12 +15,7 @@ from pcgan.training import loop
 from test_training import LOSS_KEYS, TINY, make_dataset, stats, tiny_cfg
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
