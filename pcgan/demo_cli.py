@@ -339,6 +339,10 @@ def run(args) -> int:
     res = args.res
     if res is not None:
         overrides.append(f"model.resolution={res}")
+    if dev.type == "cpu" and not any(o.startswith("train.precision=") for o in overrides):
+        from pcgan.training.loop import cpu_has_bf16
+        if cpu_has_bf16():   # native bf16: ~2x the grids per second of fp32 (benchmarks/RESULTS.md)
+            overrides.append("train.precision=bf16")
     cfg = resolve_config(config, overrides)                                  # fails early on a bad key
     res = cfg.model.resolution
     faces = args.faces or DEFAULT_FACES[dev.type]
@@ -349,8 +353,9 @@ def run(args) -> int:
     untrained = out / UNTRAINED_FILE
     threads = args.threads or (auto_threads() if dev.type == "cpu" else torch.get_num_threads())
 
+    precision = "bf16" if "train.precision=bf16" in overrides else cfg.train.precision
     print(f"pcgan demo: {faces} synthetic faces -> {res}x{res} grids -> {args.minutes:g} min of training on "
-          f"{dev.type} ({config.name}) -> faces, pictures, metrics in {out}/")
+          f"{dev.type} ({config.name}, {precision}) -> faces, pictures, metrics in {out}/")
     st = _Stages(7)
 
     st.start("scans", f"synthetic face scans -> {scans}")

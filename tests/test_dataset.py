@@ -11,7 +11,7 @@ from conftest import sphere_grid
 from pcgan.dataset import (GRIDS_FILE, INFO_FILE, channel_stats, load_dataset, make_split,
                            validate_dataset, write_dataset)
 from pcgan.errors import PcganError
-from pcgan.grid import GridMeta, empty_grid
+from pcgan.grid import empty_grid
 
 
 def _grids(meta, n=4):

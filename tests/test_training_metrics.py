@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 
 import pytest
-import torch
 
 from pcgan.cli import main
 from pcgan.training import loop

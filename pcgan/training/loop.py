@@ -111,6 +111,17 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else None
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 maths (x86 avx512_bf16 or amx_bf16, from /proc/cpuinfo).
+    With it, bf16 autocast trained the CPU demo model ~2x faster than fp32 (benchmarks/RESULTS.md);
+    without it, bf16 is emulated and slower. False where /proc/cpuinfo cannot be read."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def check_dataset(meta: GridMeta, cfg: Any, data_path: Path, config_name: str) -> None:
     """The dataset must match the config's resolution (channels come from the data)."""
     if meta.resolution != cfg.model.resolution:
@@ -477,8 +488,9 @@ def train(cfg: Any, data: str | Path, run_dir: str | Path, device: str = "auto",
                     if k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
                         st[k] = torch.empty_like(p).copy_(v)
     amp = autocast_dtype(t.precision, dev)
-    if amp is not None and dev.type == "cpu":
-        log.warning("bf16 autocast on the CPU is usually slower than fp32: consider --precision fp32")
+    if amp is not None and dev.type == "cpu" and not cpu_has_bf16():
+        log.warning("bf16 autocast on a CPU without bf16 instructions (avx512_bf16, amx_bf16) is usually "
+                    "slower than fp32: consider --precision fp32")
 
     loss = StyleGAN2Loss(G, D, pipe, r1_gamma=t.r1_gamma, style_mixing=t.style_mixing, pl_weight=t.pl_weight,
                          pl_decay=t.pl_decay, pl_batch_shrink=t.pl_batch_shrink, autocast_dtype=amp,
