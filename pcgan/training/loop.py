@@ -113,7 +113,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU has native bf16 maths (x86 avx512_bf16 or amx_bf16, from /proc/cpuinfo).
-    With it, bf16 autocast trained the CPU demo model ~2x faster than fp32 (benchmarks/RESULTS.md);
+    With it, bf16 autocast trained the CPU demo model ~1.4x faster than fp32 (benchmarks/RESULTS.md);
     without it, bf16 is emulated and slower. False where /proc/cpuinfo cannot be read."""
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
