@@ -8,8 +8,9 @@ Stages, each a header and a timing on the console, every output under ``--out``:
                    ``untrained.pt`` is the same network before its first step (same seed)
 4. ``faces/``      generated faces as .ply point clouds, .ply meshes and previews
 5. ``contact_sheet.png``, ``turntable.gif``   pictures of the generated faces
-6. ``metrics.json``   3D metrics of the untrained and the trained generator against the val split
-                   (2D metrics too when the FID Inception weights are found), ``nearest_reals.png``
+6. ``metrics.json``   3D metrics of the untrained and the trained generator against the val split,
+                   with as many training scans as the yardstick of a perfect generator (2D metrics
+                   too when the FID Inception weights are found), ``nearest_reals.png``
 7. ``demo-summary.json``   stage timings, paths, the numbers; then the ``pcgan view`` command
 
 Re-running with the same ``--out`` reuses the scans and the dataset and continues training in
@@ -53,7 +54,8 @@ outputs (under --out, default demo-out):
   faces/                  seedNNNNNN.ply (point cloud), seedNNNNNN_mesh.ply (mesh), seedNNNNNN.png (preview)
   contact_sheet.png       generated faces: colour from the front | lit geometry turned 40 degrees
   turntable.gif           four generated faces turning
-  metrics.json            untrained vs trained: MMD-CD, COV-CD, 1-NNA-CD against the val split
+  metrics.json            untrained vs trained (vs as many training scans: the ideal): MMD-CD, COV-CD,
+                          1-NNA-CD against the held-out val split; FID/KID with --weights-dir
   nearest_reals.png       generated faces beside their nearest val scans (a memorisation check)
   demo-summary.json       stage timings, paths and numbers
 """
@@ -274,10 +276,11 @@ def draw(grids, seeds, meta, out: Path, size: int) -> tuple[Path, Path]:
 
 def evaluate(G_untrained, G_trained, meta, dataset: Path, num: int | None, device: str,
              weights_dir: str | None, nn_png: Path) -> dict:
-    """Stage 6: the same metrics, seeds and reals for the untrained and the trained generator."""
+    """Stage 6: the same metrics, seeds and reals for the untrained and the trained generator,
+    and, as the yardstick of a perfect generator, as many training scans against the same reals."""
     from pcgan.dataset import load_dataset
     from pcgan.errors import PcganError
-    from pcgan.evaluation import GridRows, check_weights, evaluate_generator
+    from pcgan.evaluation import GridRows, check_weights, evaluate_generator, evaluate_grids
     from pcgan.metrics import EvalOptions
 
     ds = load_dataset(dataset)
@@ -306,6 +309,9 @@ def evaluate(G_untrained, G_trained, meta, dataset: Path, num: int | None, devic
         res = evaluate_generator(G, meta, reals, names, num_gen=num, options=opts, nn_png=png, real_labels=rows)
         res["eval_s"] = round(time.perf_counter() - t0, 1)
         out[label] = res
+    train_rows = ds.split("train")[:num]
+    if len(train_rows) >= 2:
+        out["training_scans"] = evaluate_grids(GridRows(ds.grids, train_rows), reals, meta, names, opts)
     return out
 
 
@@ -352,9 +358,15 @@ def run(args) -> int:
     faces = args.faces or DEFAULT_FACES[dev.type]
     if faces < 4:
         raise PcganError(f"--faces {faces}: give at least 4 (some are held out for the metrics)")
-    out = ensure_writable_dir(args.out)
+    out = Path(args.out)
     scans, dataset, run_dir, faces_dir = out / "scans", out / "dataset", out / "run", out / "faces"
     untrained = out / UNTRAINED_FILE
+    if args.minutes == 0:
+        from pcgan.checkpoint import find_snapshots
+        if not run_dir.is_dir() or not find_snapshots(run_dir):
+            raise PcganError(f"--minutes 0 re-makes the outputs from {run_dir}, but it holds no snapshot yet: "
+                             f"train first, e.g. pcgan demo --out {out} --minutes 10")
+    ensure_writable_dir(out)
     threads = args.threads or (auto_threads() if dev.type == "cpu" else torch.get_num_threads())
 
     precision = "bf16" if "train.precision=bf16" in overrides else cfg.train.precision
@@ -402,7 +414,8 @@ def run(args) -> int:
     st.end()
     print(table)
     if metrics["note_2d"]:
-        print(f"   {metrics['note_2d']}")
+        print("   2D metrics (FID, KID) skipped: no FID Inception weights found; --weights-dir DIR adds them "
+              "(metrics.json, note_2d, says where to get the file)")
 
     st.start("summary", f"{SUMMARY_FILE}")
     faces_written = [paths for _, paths in exported.written]
@@ -416,7 +429,9 @@ def run(args) -> int:
                   "faces": str(faces_dir), "contact_sheet": str(sheet), "turntable": str(gif),
                   "metrics": str(out / "metrics.json"), "nearest_reals": str(out / "nearest_reals.png")},
         "metrics": {"untrained": metrics["untrained"]["metrics"], "trained": metrics["trained"]["metrics"],
-                    "num_gen": metrics["num_gen"], "num_real": metrics["reals"]["count"]},
+                    "training_scans": (metrics.get("training_scans") or {}).get("metrics"),
+                    "num_gen": metrics["num_gen"], "num_real": metrics["reals"]["count"],
+                    "points_per_cloud": metrics["points_per_cloud"]},
         "stage_s": st.timings,
     }
     st.end()
@@ -443,14 +458,17 @@ Train longer into the same run: pcgan demo --out {out} --minutes 30""")
 
 
 def _metrics_table(metrics: dict) -> str:
-    """Untrained vs trained, one line per number (lower is better except COV)."""
+    """Untrained vs trained vs training scans (what a perfect generator would get), one line per number."""
     u, t = metrics["untrained"]["metrics"], metrics["trained"]["metrics"]
-    better = {"cov_cd": "higher", "1nna_cd": "0.5 is ideal"}
-    lines = [f"   {'metric':<16}{'untrained':>12}{'trained':>12}   ({metrics['num_gen']} generated vs "
-             f"{metrics['reals']['count']} held-out scans)"]
+    r = (metrics.get("training_scans") or {}).get("metrics", {})
+    better = {"cov_cd": "higher is better", "1nna_cd": "0.5 is ideal, 1 = told apart"}
+    lines = [f"   {metrics['num_gen']} generated faces per model vs {metrics['reals']['count']} held-out scans, "
+             f"{metrics['points_per_cloud']} points per cloud",
+             f"   {'metric':<16}{'untrained':>11}{'trained':>11}{'train scans':>13}"]
     for k in t:
         if not isinstance(t.get(k), (int, float)) or not isinstance(u.get(k), (int, float)):
             continue
         hint = better.get(k.split("/")[0], "lower is better")
-        lines.append(f"   {k:<16}{u[k]:>12.4g}{t[k]:>12.4g}   {hint}")
+        ref = f"{r[k]:>13.4g}" if isinstance(r.get(k), (int, float)) else f"{'':>13}"
+        lines.append(f"   {k:<16}{u[k]:>11.4g}{t[k]:>11.4g}{ref}   {hint}")
     return "\n".join(lines)

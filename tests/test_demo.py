@@ -165,3 +165,14 @@ def test_a_different_face_count_is_refused_before_any_work(demo, capsys):
                  "--minutes", "0"])
     assert code == 2
     assert "--faces 20" in capsys.readouterr().err
+
+
+def test_minutes_zero_remakes_the_outputs_without_training(demo):
+    out = demo["out"]
+    before = json.loads((out / "demo-summary.json").read_text())["snapshot"]
+    (out / "contact_sheet.png").unlink()
+    code, text, err = run_demo(out, demo["config"], "--minutes", "0")
+    assert code == 0, err[-2000:]
+    summary = json.loads((out / "demo-summary.json").read_text())
+    assert summary["snapshot"] == before and "skipped (--minutes 0)" in text
+    assert (out / "contact_sheet.png").is_file()
