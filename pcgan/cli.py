@@ -16,9 +16,12 @@ exits with status 2. Library code logs; the CLI configures logging and owns the 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import logging
 import sys
+from pathlib import Path
 
 from pcgan.errors import PcganError
 
@@ -74,11 +77,26 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _help_line(name: str) -> str:
+    """A command's ``HELP`` string, read from its source without importing it (importing would
+    pull in torch or Open3D: seconds for ``pcgan --help``); falls back to importing."""
+    spec = importlib.util.find_spec(COMMANDS[name])
+    try:
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and getattr(node.targets[0], "id", None) == "HELP"):
+                return ast.literal_eval(node.value)
+    except (OSError, TypeError, ValueError, SyntaxError):
+        pass
+    return _load(name).HELP
+
+
 def _top_level_help() -> str:
     lines = ["usage: pcgan [-h] [-v] COMMAND ...", "",
              "StyleGAN2 for 3D faces as coloured point clouds (XYZRGB grids).", "", "commands:"]
     for name in COMMANDS:
-        lines.append(f"  {name:<14}{_load(name).HELP}")
+        lines.append(f"  {name:<14}{_help_line(name)}")
     lines += ["", "Run `pcgan COMMAND --help` for a command's flags and examples."]
     return "\n".join(lines)
 
