@@ -283,8 +283,10 @@ def discover(scans: list[str]) -> tuple[list[Job], int]:
 # One scan (runs in a worker)
 
 
-def _load(job: Job, settings: Settings):
-    """-> (kind, scan, points for canonicalisation [N, 3], warnings)."""
+def load_scan(job: Job, settings: Settings):
+    """Load one scan for the pipeline (also used by ``pcgan invert --scan``).
+    -> (kind: "mesh" | "points" | "rgbd", the loaded scan, points for canonicalisation [N, 3],
+    warnings)."""
     from data_tools import meshes, points, rgbd
 
     kind = job.kind
@@ -321,7 +323,7 @@ def _canonical(job: Job, settings: Settings, kind: str, pts: np.ndarray) -> dict
     return {"to_canonical": T.tolist(), "half_extent": extent, "canonical": info}
 
 
-def _normalisation(meta: GridMeta) -> np.ndarray:
+def normalisation_matrix(meta: GridMeta) -> np.ndarray:
     """4x4 canonical frame -> normalised grid frame: (p - center) / scale."""
     N = np.eye(4) / meta.scale
     N[3, 3] = 1.0
@@ -329,10 +331,12 @@ def _normalisation(meta: GridMeta) -> np.ndarray:
     return N
 
 
-def _render(kind: str, scan, T: np.ndarray, settings: Settings, name: str) -> tuple[np.ndarray, dict]:
+def render_scan(kind: str, scan, T: np.ndarray, settings: Settings, name: str) -> tuple[np.ndarray, dict]:
+    """A loaded scan (``load_scan``) -> its grid ``[C, H, W]`` and render stats, with ``T`` its
+    4x4 scan -> canonical transform: ray-cast for meshes, splat for points and RGB-D."""
     from data_tools import points, render
 
-    to_grid = _normalisation(settings.meta) @ T
+    to_grid = normalisation_matrix(settings.meta) @ T
     if kind == "mesh":
         return render.render_mesh(scan, to_grid, settings.meta, settings.default_rgb)
     pts = apply_transform(to_grid, scan.points)
@@ -388,7 +392,7 @@ def convert(job: Job, settings: Settings, stage: str, to_canonical: list | None 
                 if geo_file.is_file() and not settings.force:
                     rec.update(json.loads(geo_file.read_text()), cached=True)
                 else:
-                    loaded = _load(job, settings)
+                    loaded = load_scan(job, settings)
                     kind, _, pts, warnings = loaded
                     rec.update(kind=kind, warnings=warnings + logged, **_canonical(job, settings, kind, pts))
                     write_json(geo_file, {k: rec[k] for k in ("kind", "warnings", "to_canonical",
@@ -404,8 +408,8 @@ def convert(job: Job, settings: Settings, stage: str, to_canonical: list | None 
                 with np.load(grid_file) as z:
                     rec.update(json.loads(str(z["record"])), cached=True)
             else:
-                kind, scan, _, warnings = loaded or _load(job, settings)
-                grid, stats = _render(kind, scan, np.asarray(to_canonical), settings, job.path)
+                kind, scan, _, warnings = loaded or load_scan(job, settings)
+                grid, stats = render_scan(kind, scan, np.asarray(to_canonical), settings, job.path)
                 if not np.isfinite(grid).all():
                     raise PcganError(f"{job.path}: the grid has NaN/Inf values after conversion")
                 rec.update(kind=kind, render=stats, cached=False,

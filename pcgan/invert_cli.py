@@ -178,12 +178,12 @@ def scan_to_grid(path: Path, meta: GridMeta, orient: str = "auto", up: str | Non
     per_scan = meta.units == "per-scan"
     canon = canonical.CanonOptions(orient=orient, up=up, forward=forward, center=center, per_scan_scale=per_scan)
     settings = preprocess.Settings(cache="", meta=meta, canon=canon, default_rgb=tuple(default_rgb), fixed_scale=True)
-    kind, scan, pts, warnings = preprocess._load(job, settings)
+    kind, scan, pts, warnings = preprocess.load_scan(job, settings)
     S = np.diag([scan_scale, scan_scale, scan_scale, 1.0])
     T, extent, cinfo = canonical.canonicalise(np.asarray(pts) * scan_scale, canon, job.path,
                                               keep_orientation=(kind == "rgbd"))
     to_canonical = T @ S
-    pts_n = canonical.apply_transform(preprocess._normalisation(meta) @ to_canonical, pts)
+    pts_n = canonical.apply_transform(preprocess.normalisation_matrix(meta) @ to_canonical, pts)
     in_view = check_in_view(pts_n, meta, str(path))
     if not per_scan:
         half = extent / meta.scale
@@ -193,7 +193,7 @@ def scan_to_grid(path: Path, meta: GridMeta, orient: str = "auto", up: str | Non
                              f"= {half:.3g} normalised units, but the checkpoint's faces are about 1 normalised unit "
                              f"({meta.scale:.4g} {meta.units}): is the scan in {meta.units}? "
                              f"(--scan-scale multiplies its coordinates, e.g. 10 for cm -> mm)")
-    grid, stats = preprocess._render(kind, scan, to_canonical, settings, job.path)
+    grid, stats = preprocess.render_scan(kind, scan, to_canonical, settings, job.path)
     info = {"source": str(path), "kind": kind, "to_canonical": to_canonical.tolist(), "half_extent": extent,
             "canonical": cinfo, "render": stats, "in_view": in_view, "warnings": warnings, "scan_scale": scan_scale}
     return grid.astype(np.float32), info
