@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from pcgan.config import load_config  # noqa: E402
 from pcgan.dataset import write_dataset  # noqa: E402
-from pcgan.grid import MASK, GridMeta, empty_grid  # noqa: E402
+from pcgan.grid import MASK, Camera, GridMeta, empty_grid  # noqa: E402
 from pcgan.networks import Discriminator, Generator  # noqa: E402
 from pcgan.training import loop  # noqa: E402
 from pcgan.training.augment import AugmentPipe  # noqa: E402
@@ -111,7 +111,7 @@ class FlopCount(TorchDispatchMode):
 def step_flops(cfg, device: torch.device, batch_gpu: int, channels: int) -> float:
     """Model FLOPs per training image: every phase once, weighted by 1 / its interval."""
     t = cfg.train
-    G = Generator(**cfg.model.generator_kwargs(channels)).to(device)
+    G = Generator(**cfg.model.generator_kwargs(channels, camera=Camera().to_dict())).to(device)
     D = Discriminator(**cfg.model.discriminator_kwargs(channels)).to(device)
     pipe = AugmentPipe(GridMeta(resolution=cfg.model.resolution), cfg.augment).to(device)
     loss = StyleGAN2Loss(G, D, pipe, r1_gamma=t.r1_gamma, style_mixing=t.style_mixing, pl_weight=t.pl_weight,

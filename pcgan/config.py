@@ -114,6 +114,7 @@ class ModelConfig:
     conv_clamp: float | None = None  # clamp conv outputs to +-conv_clamp; null: off (bf16 needs none)
     fused_modconv: bool = False     # grouped-conv modulation in G (same maths; speed differs per device)
     resample_filter: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)  # 1D FIR taps for 2x up/down sampling
+    xyz_on_rays: bool = True        # G learns depth only: x, y of each point follow from z along its pixel's camera ray
     mapping: MappingConfig = dataclasses.field(default_factory=MappingConfig)
     mbstd: MbstdConfig = dataclasses.field(default_factory=MbstdConfig)
     d_mapping_layers: int = 8       # dense layers embedding the condition in D (conditional runs only)
@@ -127,9 +128,13 @@ class ModelConfig:
         if len(self.resample_filter) % 2:
             raise ValueError("model.resample_filter needs an even number of taps, e.g. [1, 3, 3, 1]")
 
-    def generator_kwargs(self, channels: int, c_dim: int = 0) -> dict:
-        """Keyword arguments of ``pcgan.networks.Generator`` for a dataset's channels / labels."""
-        return dict(z_dim=self.z_dim, w_dim=self.w_dim, c_dim=c_dim, resolution=self.resolution,
+    def generator_kwargs(self, channels: int, c_dim: int = 0, camera: dict | None = None) -> dict:
+        """Keyword arguments of ``pcgan.networks.Generator`` for a dataset's channels / labels and
+        camera (``GridMeta.camera.to_dict()``; needed when ``xyz_on_rays``)."""
+        if self.xyz_on_rays and camera is None:
+            raise ValueError("model.xyz_on_rays needs the dataset's camera (generator_kwargs(..., camera=...))")
+        extra = {"camera": dict(camera)} if self.xyz_on_rays else {}
+        return dict(**extra, z_dim=self.z_dim, w_dim=self.w_dim, c_dim=c_dim, resolution=self.resolution,
                     channels=channels, channel_base=self.channel_base, channel_max=self.channel_max,
                     mapping_layers=self.mapping.layers, mapping_lr_mul=self.mapping.lr_mul,
                     w_avg_beta=self.mapping.w_avg_beta, conv_clamp=self.conv_clamp,

@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from pcgan.errors import PcganError
+from pcgan.grid import Camera
 from pcgan.ops import (Conv2dLayer, FullyConnected, bias_act, modulated_conv2d, setup_filter,
                        upsample2d)
 
@@ -346,10 +347,14 @@ class SynthesisNetwork(nn.Module):
                  resample_filter: Sequence[float] = (1, 3, 3, 1),  # 1D FIR taps
                  conv_clamp: float | None = None,  # clamp conv outputs; None: off
                  fused_modconv: bool = False,      # grouped-conv form of modulated_conv2d
+                 camera: dict | None = None,       # the grids' camera: x, y follow from z along its rays
                  ):
         super().__init__()
         check_resolution(resolution)
         self.w_dim, self.resolution, self.img_channels = w_dim, resolution, img_channels
+        self.on_rays = camera is not None
+        if self.on_rays:
+            self._register_rays(camera, resolution, img_channels)
         self.block_resolutions = [2**i for i in range(2, int(math.log2(resolution)) + 1)]
         self.blocks = nn.ModuleList()
         self.ws_slices: list[tuple[int, int]] = []     # (first style, count) per block
@@ -391,10 +396,31 @@ class SynthesisNetwork(nn.Module):
         for block, (w0, nw), (n0, nn_) in zip(self.blocks, self.ws_slices, self.noise_slices):
             block_noise = None if noise is None else noise[n0:n0 + nn_]
             x, img = block(x, img, ws.narrow(1, w0, nw), noise_mode, block_noise)
-        return img
+        return self.place_on_rays(img) if self.on_rays else img
+
+    def _register_rays(self, camera: dict, resolution: int, img_channels: int) -> None:
+        if img_channels < 3:
+            raise PcganError(f"Generator: camera given, but {img_channels} channels hold no x y z")
+        cam = Camera.from_dict(camera)
+        origins, dirs = cam.rays(resolution)                                  # [H, W, 3] each, dirs z = -1
+        # a pixel's point at depth z is origin + (origin_z - z) * dir: x, y are affine in z
+        self.register_buffer("ray_origin", torch.from_numpy(origins[..., :2].transpose(2, 0, 1).copy()).float(),
+                             persistent=False)                                # [2, H, W]
+        self.register_buffer("ray_dir", torch.from_numpy(dirs[..., :2].transpose(2, 0, 1).copy()).float(),
+                             persistent=False)                                # [2, H, W]
+        self.ray_z0 = float(cam.distance)
+
+    def place_on_rays(self, img: torch.Tensor) -> torch.Tensor:
+        """Replace x and y by the point of each pixel's camera ray at the generated z: every
+        real grid point lies on its pixel's ray (the scan's surface seen through that pixel, or
+        the background sheet), so a generated one does too, and only depth is learned."""
+        z = img[:, 2:3]
+        xy = self.ray_origin + (self.ray_z0 - z) * self.ray_dir                  # [B, 2, H, W]
+        return torch.cat([xy.to(img.dtype), z, img[:, 3:]], dim=1)
 
     def extra_repr(self) -> str:
-        return f"resolution={self.resolution}, img_channels={self.img_channels}, num_ws={self.num_ws}"
+        return (f"resolution={self.resolution}, img_channels={self.img_channels}, num_ws={self.num_ws}, "
+                f"xyz_on_rays={self.on_rays}")
 
 
 class Generator(nn.Module):
@@ -414,6 +440,7 @@ class Generator(nn.Module):
                  conv_clamp: float | None = None,  # clamp conv outputs to +-conv_clamp; None: off
                  resample_filter: Sequence[float] = (1, 3, 3, 1),  # 1D FIR taps for upsampling
                  fused_modconv: bool = False,  # grouped-conv modulation (same result, other speed)
+                 camera: dict | None = None,  # pcgan.grid.Camera fields: x, y follow from z along its rays
                  ):
         super().__init__()
         check_resolution(resolution)
@@ -425,10 +452,12 @@ class Generator(nn.Module):
                                 conv_clamp=None if conv_clamp is None else float(conv_clamp),
                                 resample_filter=[float(t) for t in resample_filter],
                                 fused_modconv=bool(fused_modconv))
+        if camera is not None:        # only when set: snapshots from before the option load unchanged
+            self.init_kwargs["camera"] = dict(camera)
         self.z_dim, self.w_dim, self.c_dim = z_dim, w_dim, c_dim
         self.resolution, self.img_channels = resolution, channels
         self.synthesis = SynthesisNetwork(w_dim, resolution, channels, channel_base, channel_max,
-                                          resample_filter, conv_clamp, fused_modconv)
+                                          resample_filter, conv_clamp, fused_modconv, camera)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, mapping_layers, mapping_lr_mul, w_avg_beta)
 

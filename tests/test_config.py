@@ -13,6 +13,7 @@ from pcgan import config as config_mod
 from pcgan.config import (ModelConfig, SECTIONS, load_config, register_section, save_config, to_dict,
                           to_yaml)
 from pcgan.errors import PcganError
+from pcgan.grid import Camera
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -129,7 +130,7 @@ def test_model_config_builds_the_networks():
     from pcgan.networks import Discriminator, Generator
 
     model = load_config(CONFIGS / "demo-cpu-64.yaml", ["model.resolution=16"]).model
-    G = Generator(**model.generator_kwargs(channels=6))
+    G = Generator(**model.generator_kwargs(channels=6, camera=Camera().to_dict()))
     D = Discriminator(**model.discriminator_kwargs(channels=6, c_dim=0))
     assert (G.resolution, G.img_channels, G.z_dim, G.num_ws) == (16, 6, 128, 6)
     assert G.init_kwargs["channel_base"] == 2048 and D.init_kwargs["mbstd_group_size"] == 4

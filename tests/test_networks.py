@@ -7,12 +7,14 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import pcgan
 from pcgan.config import load_config
 from pcgan.errors import PcganError
+from pcgan.grid import Camera
 from pcgan.networks import (Discriminator, Generator, MinibatchStd, flops_per_image, style_mix, truncate,
                             z_from_seeds)
 from pcgan.ops import Conv2dLayer
@@ -227,7 +229,7 @@ def test_resolutions(resolution):
 @pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_preset_builds_and_trains_on_cpu(preset):
     cfg = load_config(CONFIGS / preset).model
-    G = Generator(**cfg.generator_kwargs(channels=7))
+    G = Generator(**cfg.generator_kwargs(channels=7, camera=Camera().to_dict()))
     D = Discriminator(**cfg.discriminator_kwargs(channels=7))
     if preset == "faces-256.yaml":  # config F at 256: ~30.0M G and ~28.9M D parameters
         assert 29.5e6 < sum(p.numel() for p in G.parameters()) < 30.5e6
@@ -281,3 +283,63 @@ def test_flops_per_image():
     # upsampling conv0s, counted on their low-resolution inputs (transposed convs).
     convs = 2 * 9 * (16 * 32 * 32 + 64 * 32 * 32 + 256 * 16 * 16 + 16 * 32 * 32 + 64 * 32 * 16)
     assert convs <= per_image < 1.15 * convs  # the rest: FIR filters, ToXYZRGB, mapping
+
+
+# ----------------------------------------------------------------------------------------------
+# x, y on the camera rays (model.xyz_on_rays)
+
+
+def _pixel_offsets(grids: torch.Tensor, camera: Camera) -> np.ndarray:
+    """Distance in pixels between where each generated point projects and its own pixel centre."""
+    g = grids.detach().double().numpy()
+    B, _, H, W = g.shape
+    u, v, _ = camera.project(g[:, :3].transpose(0, 2, 3, 1).reshape(-1, 3), H)
+    jj, ii = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    return np.hypot(u.reshape(B, H, W) - jj, v.reshape(B, H, W) - ii)
+
+
+@pytest.mark.parametrize("projection", ["perspective", "orthographic"])
+def test_generated_points_lie_on_their_pixel_rays(projection):
+    camera = Camera(projection=projection)
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, w_dim=16, mapping_layers=1, camera=camera.to_dict(), **TINY)
+    img = G(torch.randn(3, 16))
+    assert float(img[:, 2].detach().std()) > 0.01               # the depths vary
+    assert _pixel_offsets(img, camera).max() < 1e-3               # yet every point stays on its pixel
+    free = Generator(z_dim=16, w_dim=16, mapping_layers=1, **TINY)  # without a camera x, y are free
+    free.load_state_dict(G.state_dict())
+    assert _pixel_offsets(free(torch.randn(3, 16)), camera).max() > 0.1
+    # depth is what G learns: gradients reach its weights through z, as x, y follow z
+    z_only = torch.autograd.grad(img[:, 2].sum(), G.synthesis.blocks[-1].torgb.weight, retain_graph=True)[0]
+    x_grad = torch.autograd.grad(img[:, 0].sum(), G.synthesis.blocks[-1].torgb.weight)[0]
+    assert float(z_only.abs().sum()) > 0
+    if projection == "orthographic":                               # x = the ray's x whatever z
+        assert float(x_grad.abs().sum()) == 0
+    else:                                                          # x moves with z, except on the axis
+        assert float(x_grad.abs().sum()) > 0
+
+
+def test_camera_lives_in_init_kwargs_so_snapshots_rebuild_it(tmp_path):
+    from pcgan import checkpoint as ckpt
+    from pcgan.grid import GridMeta
+
+    meta = GridMeta(resolution=16, camera=Camera(fov_deg=30.0))
+    G = Generator(z_dim=16, w_dim=16, mapping_layers=1, camera=meta.camera.to_dict(), **TINY).eval()
+    assert G.init_kwargs["camera"]["fov_deg"] == 30.0
+    assert "ray_origin" not in G.state_dict()                     # derived from the camera, not stored
+    path = ckpt.save_snapshot(tmp_path / "snap.pt", G, meta, {}, 0)
+    G2, _, _ = ckpt.load_generator(path)
+    z = torch.randn(2, 16)
+    assert torch.equal(G(z, noise_mode="const"), G2(z, noise_mode="const"))
+    # a generator built without a camera (as every snapshot before the option) records none
+    assert "camera" not in Generator(z_dim=16, w_dim=16, mapping_layers=1, **TINY).init_kwargs
+
+
+def test_xyz_on_rays_config_needs_the_camera():
+    model = load_config(None, ["model.resolution=16"]).model
+    assert model.xyz_on_rays
+    with pytest.raises(ValueError, match="camera"):
+        model.generator_kwargs(channels=7)
+    assert model.generator_kwargs(channels=7, camera=Camera().to_dict())["camera"]["projection"] == "perspective"
+    off = load_config(None, ["model.resolution=16", "model.xyz_on_rays=false"]).model
+    assert "camera" not in off.generator_kwargs(channels=7, camera=Camera().to_dict())

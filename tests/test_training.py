@@ -275,3 +275,27 @@ def test_training_needs_no_open3d_trimesh_or_lpips(data16, tmp_path):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "run" / "fakes000000.png").is_file() and ckpt.find_snapshots(tmp_path / "run")
+
+
+def test_a_run_from_before_xyz_on_rays_resumes_with_it_off(data16, tmp_path):
+    run = tmp_path / "old"
+    flags = [f"--set={s}" for s in TINY + ["model.xyz_on_rays=false"]]
+    assert main(["train", "--data", str(data16), "--out", str(run), "--kimg", "0.008", "--device", "cpu"] + flags) == 0
+    state = torch.load(run / "training-state.pt", weights_only=False)
+    del state["config"]["model"]["xyz_on_rays"]            # what a run saved before the option holds
+    torch.save(state, run / "training-state.pt")
+    assert main(["train", "--data", str(data16), "--out", str(run), "--kimg", "0.016", "--device", "cpu"]) == 0
+    G, _, info = ckpt.load_generator(run)
+    assert info["images_seen"] == 16 and "camera" not in G.init_kwargs
+    assert load_config(run / "config.yaml").model.xyz_on_rays is False
+
+
+def test_new_runs_generate_points_on_the_dataset_camera_rays(data16, tmp_path):
+    run = tmp_path / "rays"
+    loop.train(tiny_cfg("train.kimg=0.008"), data16, run, device="cpu")
+    G, meta, _ = ckpt.load_generator(run)
+    assert G.init_kwargs["camera"] == meta.camera.to_dict()
+    g = G(torch.randn(2, G.z_dim)).detach().double().numpy()
+    u, v, _ = meta.camera.project(g[:, :3].transpose(0, 2, 3, 1).reshape(-1, 3), meta.resolution)
+    jj, ii = np.meshgrid(np.arange(16) + 0.5, np.arange(16) + 0.5)
+    assert np.abs(u.reshape(2, 16, 16) - jj).max() < 1e-3 and np.abs(v.reshape(2, 16, 16) - ii).max() < 1e-3
