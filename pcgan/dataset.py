@@ -98,6 +98,17 @@ def load_dataset(path: str | Path, mmap: bool = True) -> Dataset:
     return Dataset(path=path, grids=grids, meta=meta, info=info)
 
 
+def open_npy(path: str | Path, name: str | None = None) -> np.ndarray:
+    """A ``.npy`` file memory-mapped, one ``[C, H, W]`` grid given a batch axis (``[1, C, H, W]``);
+    other shapes as stored. Unreadable files raise a one-line PcganError naming ``name`` (the
+    path by default)."""
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        raise PcganError(f"{name or path}: cannot read as .npy ({exc})") from None
+    return arr[None] if arr.ndim == 3 else arr
+
+
 def load_grids_npy(path: str | Path, name: str | None = None) -> np.ndarray:
     """A bare ``.npy`` of grids, memory-mapped: ``[N, C, H, W]`` (one ``[C, H, W]`` grid gets N = 1).
 
@@ -108,12 +119,7 @@ def load_grids_npy(path: str | Path, name: str | None = None) -> np.ndarray:
         raise PcganError(f"{name} does not exist (give a .npy of grids or a dataset directory)")
     if path.suffix.lower() != ".npy":
         raise PcganError(f"{name}: not a .npy file of grids or a dataset directory")
-    try:
-        grids = np.load(path, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as exc:
-        raise PcganError(f"{name}: cannot read as .npy ({exc})") from None
-    if grids.ndim == 3:
-        grids = grids[None]
+    grids = open_npy(path, name)
     if grids.ndim != 4:
         raise PcganError(f"{name}: shape {list(grids.shape)}, expected grids [N, C, H, W] or one grid [C, H, W]")
     return grids

@@ -218,7 +218,7 @@ def renormalize(grid: np.ndarray, src: GridMeta, dst: GridMeta) -> np.ndarray:
 
 def load_target(args, meta: GridMeta, ckpt: str) -> tuple[np.ndarray, str, dict]:
     """The target grid ``[C, H, W]`` float32 in the checkpoint's layout, a name, and its source."""
-    from pcgan.dataset import GRIDS_FILE, INFO_FILE, load_dataset
+    from pcgan.dataset import GRIDS_FILE, INFO_FILE, load_dataset, open_npy
 
     path = Path(args.scan)
     if not path.exists():
@@ -246,12 +246,7 @@ def load_target(args, meta: GridMeta, ckpt: str) -> tuple[np.ndarray, str, dict]
         name = f"{path.name if path.is_dir() else path.parent.name}_{args.index:06d}" + (f"_{stem}" if stem else "")
         return grid, name, {"source": str(ds.path), "index": args.index, "split": split, "scan": rec.get("path")}
     if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, mmap_mode="r")
-        except (ValueError, OSError, EOFError) as exc:
-            raise PcganError(f"{path}: cannot read as .npy ({exc})") from None
-        if arr.ndim == 3:
-            arr = arr[None]
+        arr = open_npy(path)
         if arr.ndim == 4 and arr.shape[1:] == (meta.num_channels, meta.resolution, meta.resolution):
             if not 0 <= args.index < len(arr):
                 raise PcganError(f"--index {args.index}: {path} holds {len(arr)} grids (0-{len(arr) - 1})")

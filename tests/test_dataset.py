@@ -77,3 +77,21 @@ def test_atomic_writes_get_normal_file_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_npy_files_open_memory_mapped_and_bad_ones_fail_in_one_line(tmp_path):
+    from pcgan.dataset import load_grids_npy, open_npy
+
+    np.save(tmp_path / "one.npy", np.zeros((7, 8, 8), np.float16))
+    np.save(tmp_path / "pts.npy", np.zeros((5, 3), np.float32))
+    assert open_npy(tmp_path / "one.npy").shape == (1, 7, 8, 8)                 # one grid gets a batch axis
+    assert isinstance(open_npy(tmp_path / "one.npy").base, np.memmap)
+    assert open_npy(tmp_path / "pts.npy").shape == (5, 3)                      # other shapes as stored
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "one.npy").read_bytes()[:90])
+    with pytest.raises(PcganError, match=r"^--fakes cut: cannot read as \.npy \("):
+        load_grids_npy(tmp_path / "cut.npy", "--fakes cut")
+    with pytest.raises(PcganError, match=r"cut\.npy: cannot read as \.npy"):
+        open_npy(tmp_path / "cut.npy")
+    with pytest.raises(PcganError, match=r"shape \[5, 3\], expected grids"):
+        load_grids_npy(tmp_path / "pts.npy")
+

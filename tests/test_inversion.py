@@ -341,6 +341,11 @@ def test_invert_refuses_grids_of_another_layout_naming_both(snapshot, tmp_path, 
     rc = main(["invert", "--ckpt", str(snapshot), "--scan", str(tmp_path / "six.npy"), "--out", str(tmp_path / "o"),
                "--mix-seed", "1", "--mix-layers", "8-17", "--device", "cpu"])
     assert rc == 2 and "6 style layers" in capsys.readouterr().err
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "six.npy").read_bytes()[:100])       # truncated
+    rc = main(["invert", "--ckpt", str(snapshot), "--scan", str(tmp_path / "cut.npy"), "--out", str(tmp_path / "o"),
+               "--lpips", "off", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and f"{tmp_path / 'cut.npy'}: cannot read as .npy" in err
 
 
 def _sphere_obj(path: Path, center, radius: float, n: int = 12) -> Path:
