@@ -97,10 +97,12 @@ def module_record(module: nn.Module) -> dict:
     return {"class": name, "init_kwargs": dict(module.init_kwargs), "state_dict": state}
 
 
-def build_module(record: Mapping, path: Path, what: str, device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild a network from a record written by :func:`module_record`."""
+def build_module(record: Mapping, path: Path, what: str, device: torch.device | str = "cpu",
+                 classes: Mapping[str, type[nn.Module]] = MODULE_CLASSES) -> nn.Module:
+    """Rebuild a network from a ``{"class", "init_kwargs", "state_dict"}`` record (as written by
+    :func:`module_record`); ``classes`` maps the record's class names to the classes allowed."""
     try:
-        cls = MODULE_CLASSES[record["class"]]
+        cls = classes[record["class"]]
         module = cls(**record["init_kwargs"])
         module.load_state_dict(clean_state_dict(record["state_dict"]))
     except KeyError as exc:

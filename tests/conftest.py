@@ -37,6 +37,16 @@ def sphere_grid(meta: GridMeta, radius: float = 0.8, center_z: float = 0.0, cent
     return grid
 
 
+def pixel_offsets(grids, camera) -> np.ndarray:
+    """``[B, H, W]``: how far, in pixels, each grid point projects from its own pixel centre
+    (0 for points on their pixel's camera ray, as in every real grid)."""
+    g = np.asarray(grids.detach() if hasattr(grids, "detach") else grids, dtype=np.float64)
+    B, _, H, W = g.shape
+    u, v, _ = camera.project(g[:, XYZ].transpose(0, 2, 3, 1).reshape(-1, 3), H)
+    jj, ii = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    return np.hypot(u.reshape(B, H, W) - jj, v.reshape(B, H, W) - ii)
+
+
 @pytest.fixture
 def meta16() -> GridMeta:
     return GridMeta(resolution=16, center=(1.0, -2.0, 30.0), scale=100.0, units="mm")

@@ -23,7 +23,7 @@ from pcgan.inversion import (GridEncoder, LossWeights, ProjectOptions, Reconstru
                              noise_regularization, parse_layers, project, w_statistics)
 from pcgan.invert_cli import renormalize
 from pcgan.inversion.edit import default_mix_layers
-from pcgan.inversion.encoder import style_levels
+from pcgan.inversion.encoder import ENCODER_FILE, build_encoder, style_levels
 from pcgan.inversion.losses import normalize_noise_, soft_chamfer
 from pcgan.inversion.train_encoder import EncoderTrainOptions, read_stats, train_encoder
 from pcgan.networks import Generator
@@ -250,6 +250,11 @@ def test_encoder_for_another_generator_is_refused(G, encoder_run, dataset, tmp_p
     assert len(err.strip().splitlines()) == 1
     with pytest.raises(PcganError, match="pass it as --ckpt"):
         load_encoder(other_snap)
+    record = dict(torch.load(Path(encoder_run) / ENCODER_FILE, weights_only=True)["encoder"])
+    with pytest.raises(PcganError, match=r"enc\.pt: encoder record is incomplete or names an unknown class"):
+        build_encoder({**record, "class": "Generator"}, "enc.pt")
+    with pytest.raises(PcganError, match=r"enc\.pt: encoder does not match"):
+        build_encoder({**record, "init_kwargs": {**record["init_kwargs"], "nope": 1}}, "enc.pt")
 
 
 # ----------------------------------------------------------------------------------------------

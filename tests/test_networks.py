@@ -7,11 +7,11 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 import pcgan
+from conftest import pixel_offsets
 from pcgan.config import load_config
 from pcgan.errors import PcganError
 from pcgan.grid import Camera
@@ -289,15 +289,6 @@ def test_flops_per_image():
 # x, y on the camera rays (model.xyz_on_rays)
 
 
-def _pixel_offsets(grids: torch.Tensor, camera: Camera) -> np.ndarray:
-    """Distance in pixels between where each generated point projects and its own pixel centre."""
-    g = grids.detach().double().numpy()
-    B, _, H, W = g.shape
-    u, v, _ = camera.project(g[:, :3].transpose(0, 2, 3, 1).reshape(-1, 3), H)
-    jj, ii = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
-    return np.hypot(u.reshape(B, H, W) - jj, v.reshape(B, H, W) - ii)
-
-
 @pytest.mark.parametrize("projection", ["perspective", "orthographic"])
 def test_generated_points_lie_on_their_pixel_rays(projection):
     camera = Camera(projection=projection)
@@ -305,10 +296,10 @@ def test_generated_points_lie_on_their_pixel_rays(projection):
     G = Generator(z_dim=16, w_dim=16, mapping_layers=1, camera=camera.to_dict(), **TINY)
     img = G(torch.randn(3, 16))
     assert float(img[:, 2].detach().std()) > 0.01               # the depths vary
-    assert _pixel_offsets(img, camera).max() < 1e-3               # yet every point stays on its pixel
+    assert pixel_offsets(img, camera).max() < 1e-3               # yet every point stays on its pixel
     free = Generator(z_dim=16, w_dim=16, mapping_layers=1, **TINY)  # without a camera x, y are free
     free.load_state_dict(G.state_dict())
-    assert _pixel_offsets(free(torch.randn(3, 16)), camera).max() > 0.1
+    assert pixel_offsets(free(torch.randn(3, 16)), camera).max() > 0.1
     # depth is what G learns: gradients reach its weights through z, as x, y follow z
     z_only = torch.autograd.grad(img[:, 2].sum(), G.synthesis.blocks[-1].torgb.weight, retain_graph=True)[0]
     x_grad = torch.autograd.grad(img[:, 0].sum(), G.synthesis.blocks[-1].torgb.weight)[0]

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcgan.checkpoint import build_module
 from pcgan.errors import PcganError
 from pcgan.fileio import atomic_path
 from pcgan.grid import GridMeta
@@ -260,17 +261,8 @@ def read_encoder_file(path: str | Path, device: torch.device | str = "cpu") -> d
 
 
 def build_encoder(record: Mapping, path: str | Path, device: torch.device | str = "cpu") -> GridEncoder:
-    try:
-        if record["class"] != "GridEncoder":
-            raise KeyError(record["class"])
-        E = GridEncoder(**record["init_kwargs"])
-        E.load_state_dict(record["state_dict"])
-    except KeyError as exc:
-        raise PcganError(f"{path}: encoder record is incomplete or names an unknown class ({exc})") from None
-    except (TypeError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise PcganError(f"{path}: encoder does not match this version of pcgan ({first})") from None
-    return E.to(device)
+    """Rebuild the encoder from its checkpoint record (errors name ``path``)."""
+    return build_module(record, path, "encoder", device, classes={"GridEncoder": GridEncoder})
 
 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> tuple[GridEncoder, dict]:
