@@ -48,7 +48,7 @@ from data_tools.canonical import (CanonOptions, apply_transform, canonicalise, d
 from pcgan.dataset import GRIDS_FILE, INFO_FILE, PREVIEW_FILE, make_split, write_dataset
 from pcgan.errors import PcganError
 from pcgan.fileio import atomic_path, ensure_writable_dir, write_json
-from pcgan.grid import DEFAULT_CHANNELS, Camera, GridMeta
+from pcgan.grid import DEFAULT_CHANNELS, XYZ, Camera, GridMeta, sheet_xyz, surface_mask
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ POINT_SUFFIXES = (".pcd", ".xyz", ".xyzrgb", ".xyzn", ".pts", ".npy", ".npz", ".
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 WALK_SKIP_SUFFIXES = (".txt",)         # in folders, .txt is a licence or a readme, not a cloud
 HASH_CHUNK = 1 << 20
+SHEET_MARGIN = 0.05                    # --sheet-z auto: the sheet lies this far behind the deepest surface point
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,8 +105,9 @@ def add_arguments(parser) -> None:
                      help="orthographic half width of the view, normalised units")
     cam.add_argument("--no-mask", action="store_true", help="leave out the mask channel (6 channels)")
     cam.add_argument("--background-rgb", default="0,0,0", help="colour of empty pixels, r,g,b in [0, 1]")
-    cam.add_argument("--sheet-z", type=float, default=GridMeta.sheet_z,
-                     help="z of the background plane that empty pixels hold, normalised units")
+    cam.add_argument("--sheet-z", default="auto",
+                     help="z of the background plane that empty pixels hold, normalised units; auto (default): "
+                          f"{SHEET_MARGIN:g} behind the dataset's deepest surface point")
     can = parser.add_argument_group("canonicalisation (see data_tools/canonical.py)")
     can.add_argument("--orient", choices=("auto", "axes", "none", "file"), default=None,
                      help="auto (symmetry + nose; default), axes (--up/--forward), none, file (--transforms)")
@@ -132,6 +134,19 @@ def add_arguments(parser) -> None:
     out.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     out.add_argument("--preview", type=int, default=8, help="grids shown in preview.png (0: none)")
     out.add_argument("--force", action="store_true", help="ignore cached results and convert every scan again")
+
+
+def _sheet_z(text: str) -> float | None:
+    """``--sheet-z``: None for auto, else the number."""
+    if str(text).strip().lower() == "auto":
+        return None
+    try:
+        z = float(text)
+    except ValueError:
+        raise PcganError(f"--sheet-z {text!r}: use auto or a number (normalised z)") from None
+    if not math.isfinite(z):
+        raise PcganError(f"--sheet-z {text!r}: must be finite")
+    return z
 
 
 def _rgb(text: str, flag: str) -> tuple[float, float, float]:
@@ -592,7 +607,7 @@ def _settings_from_args(args) -> tuple[Settings, str, float | None]:
     channels = DEFAULT_CHANNELS[:6] if args.no_mask else DEFAULT_CHANNELS
     meta = GridMeta(resolution=args.res, channels=channels, camera=camera, scale=fixed or 1.0,
                     units=args.units or "unknown", background_rgb=_rgb(args.background_rgb, "--background-rgb"),
-                    sheet_z=args.sheet_z)
+                    sheet_z=GridMeta.sheet_z if _sheet_z(args.sheet_z) is None else _sheet_z(args.sheet_z))
     out = ensure_writable_dir(args.out)
     if (out / INFO_FILE).exists() and not os.access(out / INFO_FILE, os.W_OK):
         raise PcganError(f"{out / INFO_FILE} exists and is not writable")
@@ -625,9 +640,11 @@ def run(args) -> int:
         units = "m"
     if scale_mode == "per-scan":
         units = "per-scan"          # each scan's own size is 1; to_canonical holds its units
-    meta = GridMeta.from_dict({**meta.to_dict(), "units": units})
+    meta = render_meta = GridMeta.from_dict({**meta.to_dict(), "units": units})
+    if ok and _sheet_z(args.sheet_z) is None:
+        meta = GridMeta.from_dict({**meta.to_dict(), "sheet_z": auto_sheet_z([r["grid_file"] for r in ok], meta)})
     if ok:
-        _write(out, ordered, meta, args, scale_mode, skipped)
+        _write(out, ordered, meta, render_meta, args, scale_mode, skipped)
     _summary(out, ordered, meta, skipped, workers, time.time() - t0, wrote=bool(ok))
     return 0 if ok else 1
 
@@ -659,8 +676,30 @@ def _convert_all(jobs: list[Job], settings: Settings, scale_mode: str, pool: Wor
     return records, meta
 
 
-def _write(out: Path, ordered: list[dict], meta: GridMeta, args, scale_mode: str, skipped: int) -> None:
-    """Assemble cached grids into grids.npy (through a memmap, so N need not fit in memory)."""
+def auto_sheet_z(grid_files: list[str], meta: GridMeta, margin: float = SHEET_MARGIN) -> float:
+    """``--sheet-z auto``: a background plane ``margin`` behind the deepest surface point of
+    the cached grids (rendered with ``meta``), rounded down to 0.01.
+
+    Why: at the silhouette a grid's z jumps from the face to the sheet. A generator makes that
+    jump smooth, so its edge pixels get depths between the two ("skirts" of points hanging
+    behind the face), and the further away the sheet, the longer the skirts. With the sheet just
+    behind the face they are short (the demo's MMD-CD nearly halved, benchmarks/RESULTS.md)."""
+    deepest = math.inf
+    for f in grid_files:
+        with np.load(f) as z:
+            g = z["grid"].astype(np.float32)
+        m = surface_mask(g, meta)
+        if m.any():
+            deepest = min(deepest, float(g[2][m].min()))
+    if not math.isfinite(deepest):
+        return meta.sheet_z                      # no surface anywhere: keep the rendering sheet
+    return math.floor((deepest - margin) * 100) / 100
+
+
+def _write(out: Path, ordered: list[dict], meta: GridMeta, render_meta: GridMeta, args, scale_mode: str,
+           skipped: int) -> None:
+    """Assemble cached grids (rendered with ``render_meta``) into grids.npy (through a memmap,
+    so N need not fit in memory); empty pixels move onto ``meta``'s sheet when it differs."""
     ok = [r for r in ordered if r["status"] == "ok"]
     shape = (len(ok), meta.num_channels, meta.resolution, meta.resolution)
     files = []
@@ -677,6 +716,7 @@ def _write(out: Path, ordered: list[dict], meta: GridMeta, args, scale_mode: str
             "scans": list(args.scans), "res": args.res, "scale_mode": scale_mode,
             "orient": _canon_options(args), "default_rgb": list(_rgb(args.default_rgb, "--default-rgb")),
             "rgbd_crop": args.rgbd_crop, "depth_scale": args.depth_scale, "depth_trunc": args.depth_trunc,
+            "sheet_z": str(args.sheet_z),
             "color_space": "srgb: the files' 8-bit values / 255, no linearisation",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "cache_version": CACHE_VERSION,
         },
@@ -688,9 +728,15 @@ def _write(out: Path, ordered: list[dict], meta: GridMeta, args, scale_mode: str
     scratch = out / CACHE_DIR / f"assemble-{os.getpid()}.npy"
     try:
         grids = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float16, shape=shape)
+        sheet = sheet_xyz(meta)
         for row, rec in enumerate(ok):
             with np.load(rec["grid_file"]) as z:
-                grids[row] = z["grid"]
+                g = z["grid"]
+            if meta.sheet_z != render_meta.sheet_z:
+                g = g.astype(np.float32)
+                empty = ~surface_mask(g, render_meta)
+                g[XYZ][:, empty] = sheet[:, empty]
+            grids[row] = g
         grids.flush()
         write_dataset(out, grids, meta, info)
         del grids

@@ -15,7 +15,7 @@ from conftest import require_realdata
 from test_meshes import write_ply_mesh
 from pcgan.cli import main
 from pcgan.dataset import load_dataset, validate_dataset
-from pcgan.grid import grid_to_points
+from pcgan.grid import grid_to_points, sheet_xyz, surface_mask
 
 o3d = pytest.importorskip("open3d")
 
@@ -246,6 +246,28 @@ def test_two_workers_write_the_same_dataset_as_one(tmp_path, capsys):
     for name in a:
         for key in ("status", "error", "index", "to_canonical", "sha256"):
             assert a[name][key] == b[name][key], (name, key)
+
+
+@pytest.mark.parametrize("no_mask", [False, True])
+def test_auto_sheet_lies_just_behind_the_deepest_surface_point(tmp_path, capsys, no_mask):
+    paths = [write_head(tmp_path / f"s{i}.ply", seed=i) for i in range(2)]
+    flags = ["--no-mask"] if no_mask else []
+    assert run_cli(capsys, *paths, "--out", tmp_path / "far", "--sheet-z", "-1.5", *FAST, *flags)[0] == 0
+    assert run_cli(capsys, *paths, "--out", tmp_path / "auto", *FAST, *flags)[0] == 0     # auto: the default
+    far, auto = load_dataset(tmp_path / "far"), load_dataset(tmp_path / "auto")
+    g_far, g_auto = np.asarray(far.grids, np.float32), np.asarray(auto.grids, np.float32)
+    surf = np.stack([surface_mask(g, far.meta) for g in g_far])                       # [N, H, W]
+    deepest = g_far[:, 2][surf].min()
+    assert far.meta.sheet_z == -1.5
+    assert deepest - 0.07 < auto.meta.sheet_z <= deepest - 0.05                        # SHEET_MARGIN, rounded down
+    assert np.array_equal(np.stack([surface_mask(g, auto.meta) for g in g_auto]), surf)  # same pixels are surface
+    assert np.array_equal(g_auto.transpose(1, 0, 2, 3)[:, surf], g_far.transpose(1, 0, 2, 3)[:, surf])
+    sheet = sheet_xyz(auto.meta)                                                       # empty pixels: the new sheet
+    for g, m in zip(g_auto, surf):
+        np.testing.assert_allclose(g[:3][:, ~m], sheet[:, ~m], atol=2e-3)              # float16 storage
+    assert json.loads((tmp_path / "auto" / "dataset.json").read_text())["preprocess"]["sheet_z"] == "auto"
+    rc, _, err = run_cli(capsys, *paths, "--out", tmp_path / "bad", "--sheet-z", "deep", *FAST)
+    assert rc != 0 and "--sheet-z 'deep'" in err
 
 
 # ---------------------------------------------------------------------------------------------
