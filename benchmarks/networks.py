@@ -55,7 +55,7 @@ def run(args) -> tuple[dict, list[dict]]:
     cfg = load_config(args.config, args.override).model
     torch.manual_seed(0)
     G = Generator(**cfg.generator_kwargs(channels=args.channels, camera=Camera().to_dict())).to(device)
-    D = Discriminator(**cfg.discriminator_kwargs(channels=args.channels)).to(device)
+    D = Discriminator(**cfg.discriminator_kwargs(channels=args.channels, camera=Camera().to_dict())).to(device)
     if args.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     B = args.batch

@@ -115,6 +115,7 @@ class ModelConfig:
     fused_modconv: bool = False     # grouped-conv modulation in G (same maths; speed differs per device)
     resample_filter: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)  # 1D FIR taps for 2x up/down sampling
     xyz_on_rays: bool = True        # G learns depth only: x, y of each point follow from z along its pixel's camera ray
+    d_normals: bool = True          # D also reads surface normals computed from z (shading shows rough geometry)
     mapping: MappingConfig = dataclasses.field(default_factory=MappingConfig)
     mbstd: MbstdConfig = dataclasses.field(default_factory=MbstdConfig)
     d_mapping_layers: int = 8       # dense layers embedding the condition in D (conditional runs only)
@@ -140,9 +141,16 @@ class ModelConfig:
                     w_avg_beta=self.mapping.w_avg_beta, conv_clamp=self.conv_clamp,
                     resample_filter=list(self.resample_filter), fused_modconv=self.fused_modconv)
 
-    def discriminator_kwargs(self, channels: int, c_dim: int = 0) -> dict:
-        """Keyword arguments of ``pcgan.networks.Discriminator``."""
-        return dict(c_dim=c_dim, resolution=self.resolution, channels=channels, channel_base=self.channel_base,
+    def discriminator_kwargs(self, channels: int, c_dim: int = 0, camera: dict | None = None) -> dict:
+        """Keyword arguments of ``pcgan.networks.Discriminator`` (the dataset's camera is
+        needed when ``d_normals``)."""
+        extra = {}
+        if self.d_normals:
+            if camera is None:
+                raise ValueError("model.d_normals needs the dataset's camera (discriminator_kwargs(..., camera=...))")
+            from pcgan.grid import Camera
+            extra["normals_pixel_size"] = Camera.from_dict(camera).pixel_size(self.resolution)
+        return dict(**extra, c_dim=c_dim, resolution=self.resolution, channels=channels, channel_base=self.channel_base,
                     channel_max=self.channel_max, mbstd_group_size=self.mbstd.group_size,
                     mbstd_num_channels=self.mbstd.num_channels, mapping_layers=self.d_mapping_layers,
                     conv_clamp=self.conv_clamp, resample_filter=list(self.resample_filter))

@@ -123,6 +123,12 @@ class Camera:
             dirs = np.stack([zeros, zeros, -ones], axis=-1)
         return origins, dirs
 
+    def pixel_size(self, resolution: int) -> float:
+        """Side of one pixel's footprint on the plane z = 0 (normalised units)."""
+        if self.projection == "perspective":
+            return self.distance / self.focal(resolution)
+        return 2.0 * self.ortho_half_extent / resolution
+
     def project(self, points: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Project points ``[N, 3]`` (normalised frame) to continuous pixel coordinates.
         Returns (u [N] column, v [N] row, depth [N] distance along the viewing axis)."""
@@ -323,9 +329,10 @@ def mirror(grid, channels: Sequence[str] = DEFAULT_CHANNELS):
     return _back(out, np_in)
 
 
-def _tangent(xyz: torch.Tensor, valid: torch.Tensor, axis: int) -> torch.Tensor:
-    """Mean of the forward and backward differences of ``xyz [3, H, W]`` along ``axis`` (-1
-    columns, -2 rows), each used only where both of its pixels are surface."""
+def neighbour_difference(xyz: torch.Tensor, valid: torch.Tensor, axis: int) -> torch.Tensor:
+    """Mean of the forward and backward differences of ``xyz [..., H, W]`` along ``axis`` (-1
+    columns, -2 rows), each used only where both of its pixels are surface (``valid``, same
+    trailing shape, broadcast over the leading dims). Differentiable in ``xyz``."""
     n = xyz.shape[axis]
     edge = torch.arange(n, device=xyz.device)
     edge = edge.view(-1, 1) if axis == -2 else edge.view(1, -1)             # [H, 1] or [1, W]
@@ -348,8 +355,8 @@ def grid_normals(grid, meta_or_channels=DEFAULT_CHANNELS):
     xyz = g[XYZ].float()                                            # [3, H, W]
     valid = torch.as_tensor(surface_mask(g, meta))                  # [H, W]
 
-    du = _tangent(xyz, valid, axis=-1)   # toward +x (image right)
-    dv = _tangent(xyz, valid, axis=-2)   # toward -y (image down)
+    du = neighbour_difference(xyz, valid, axis=-1)   # toward +x (image right)
+    dv = neighbour_difference(xyz, valid, axis=-2)   # toward -y (image down)
     n = torch.linalg.cross(dv, du, dim=0)                           # [3, H, W], +z for a frontal plane
     to_cam = torch.tensor(meta.camera.origin, dtype=n.dtype)[:, None, None] - xyz
     if meta.camera.projection == "orthographic":

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from pcgan.errors import PcganError
-from pcgan.grid import Camera
+from pcgan.grid import Camera, neighbour_difference
 from pcgan.ops import (Conv2dLayer, FullyConnected, bias_act, modulated_conv2d, setup_filter,
                        upsample2d)
 
@@ -603,8 +603,27 @@ class DiscriminatorEpilogue(nn.Module):
         return x.float()
 
 
+def normal_map(img: torch.Tensor, pixel_size: float, has_mask: bool) -> torch.Tensor:
+    """Unit surface normals of grids from their depth: ``[B, C, H, W]`` -> ``[B, 3, H, W]``.
+
+    The slopes dz/dx, dz/dy come from neighbouring pixels' z (central differences inside the
+    surface, one-sided at its edge; ``pixel_size``: a pixel's side at z = 0) and the normal is
+    ``(-dz/dx, -dz/dy, 1)`` normalised, which has no singular point, so gradients (R1's double
+    backward included) stay finite. Zero off the surface (mask <= 0) when ``has_mask``."""
+    z = img[:, 2:3].float()
+    valid = img[:, 6:7] > 0 if has_mask else torch.ones_like(z, dtype=torch.bool)
+    sx = neighbour_difference(z, valid, axis=-1) / pixel_size
+    sy = -neighbour_difference(z, valid, axis=-2) / pixel_size          # image rows run toward -y
+    inv = torch.rsqrt(1 + sx.square() + sy.square())
+    return torch.cat([-sx * inv, -sy * inv, inv], dim=1) * valid.to(z.dtype)
+
+
 class Discriminator(nn.Module):
-    """Residual StyleGAN2 discriminator: grid [B, channels, R, R] (+ c) -> logits [B, 1]."""
+    """Residual StyleGAN2 discriminator: grid [B, channels, R, R] (+ c) -> logits [B, 1].
+
+    With ``normals_pixel_size`` set, the first block also reads the grid's surface normals
+    (:func:`normal_map`): shading is where a rough or folded surface shows at once, while in
+    z alone it is a small fraction of the channel's range."""
 
     def __init__(self,
                  c_dim: int = 0,            # condition size; 0: unconditional
@@ -618,11 +637,15 @@ class Discriminator(nn.Module):
                  mapping_layers: int = 8,   # dense layers embedding c (conditional only)
                  conv_clamp: float | None = None,   # clamp conv outputs to +-conv_clamp; None: off
                  resample_filter: Sequence[float] = (1, 3, 3, 1),  # 1D FIR taps for downsampling
+                 normals_pixel_size: float | None = None,  # a pixel's side at z=0: D also reads normals; None: off
                  ):
         super().__init__()
         check_resolution(resolution)
         if channels < 1 or c_dim < 0:
             raise PcganError(f"Discriminator: bad sizes channels={channels} c_dim={c_dim}")
+        if normals_pixel_size is not None and (channels < 3 or not normals_pixel_size > 0):
+            raise PcganError(f"Discriminator: normals need x y z channels and a pixel size > 0 "
+                             f"(channels={channels}, normals_pixel_size={normals_pixel_size})")
         ch4 = channels_at(4, channel_base, channel_max)
         cmap_dim = (ch4 if cmap_dim is None else cmap_dim) if c_dim > 0 else 0
         self.init_kwargs = dict(c_dim=c_dim, resolution=resolution, channels=channels, channel_base=channel_base,
@@ -631,14 +654,18 @@ class Discriminator(nn.Module):
                                 mapping_layers=mapping_layers,
                                 conv_clamp=None if conv_clamp is None else float(conv_clamp),
                                 resample_filter=[float(t) for t in resample_filter])
+        if normals_pixel_size is not None:   # only when on, so older snapshots' init_kwargs stay the same
+            self.init_kwargs["normals_pixel_size"] = float(normals_pixel_size)
         self.c_dim, self.resolution, self.img_channels, self.cmap_dim = c_dim, resolution, channels, cmap_dim
+        self.normals_pixel_size = normals_pixel_size
+        in_channels = channels + (3 if normals_pixel_size is not None else 0)
         self.blocks = nn.ModuleList()
         res = resolution
         while res > 4:
             self.blocks.append(DiscriminatorBlock(
                 0 if res == resolution else channels_at(res, channel_base, channel_max),
                 channels_at(res, channel_base, channel_max), channels_at(res // 2, channel_base, channel_max),
-                res, channels, resample_filter, conv_clamp))
+                res, in_channels, resample_filter, conv_clamp))
             res //= 2
         self.mapping = (MappingNetwork(0, c_dim, cmap_dim, num_ws=None, num_layers=mapping_layers, w_avg_beta=None)
                         if c_dim > 0 else None)
@@ -648,6 +675,8 @@ class Discriminator(nn.Module):
         """img [B, channels, R, R], c [B, c_dim] or None -> logits [B, 1] float32 (real > fake)."""
         R = self.resolution
         check_shape(img, [None, self.img_channels, R, R], "discriminator input")
+        if self.normals_pixel_size is not None:
+            img = torch.cat([img, normal_map(img, self.normals_pixel_size, self.img_channels > 6).to(img.dtype)], dim=1)
         x = None
         for block in self.blocks:
             x = block(x, img)
@@ -655,4 +684,5 @@ class Discriminator(nn.Module):
         return self.epilogue(x, cmap)
 
     def extra_repr(self) -> str:
-        return f"resolution={self.resolution}, channels={self.img_channels}, c_dim={self.c_dim}"
+        return (f"resolution={self.resolution}, channels={self.img_channels}, c_dim={self.c_dim}, "
+                f"normals={self.normals_pixel_size is not None}")

@@ -131,7 +131,7 @@ def test_model_config_builds_the_networks():
 
     model = load_config(CONFIGS / "demo-cpu-64.yaml", ["model.resolution=16"]).model
     G = Generator(**model.generator_kwargs(channels=6, camera=Camera().to_dict()))
-    D = Discriminator(**model.discriminator_kwargs(channels=6, c_dim=0))
+    D = Discriminator(**model.discriminator_kwargs(channels=6, c_dim=0, camera=Camera().to_dict()))
     assert (G.resolution, G.img_channels, G.z_dim, G.num_ws) == (16, 6, 128, 6)
     assert G.init_kwargs["channel_base"] == 2048 and D.init_kwargs["mbstd_group_size"] == 4
 

@@ -15,7 +15,7 @@ from conftest import pixel_offsets
 from pcgan.config import load_config
 from pcgan.errors import PcganError
 from pcgan.grid import Camera
-from pcgan.networks import (Discriminator, Generator, MinibatchStd, flops_per_image, style_mix, truncate,
+from pcgan.networks import (Discriminator, Generator, MinibatchStd, flops_per_image, normal_map, style_mix, truncate,
                             z_from_seeds)
 from pcgan.ops import Conv2dLayer
 
@@ -230,7 +230,7 @@ def test_resolutions(resolution):
 def test_every_preset_builds_and_trains_on_cpu(preset):
     cfg = load_config(CONFIGS / preset).model
     G = Generator(**cfg.generator_kwargs(channels=7, camera=Camera().to_dict()))
-    D = Discriminator(**cfg.discriminator_kwargs(channels=7))
+    D = Discriminator(**cfg.discriminator_kwargs(channels=7, camera=Camera().to_dict()))
     if preset == "faces-256.yaml":  # config F at 256: ~30.0M G and ~28.9M D parameters
         assert 29.5e6 < sum(p.numel() for p in G.parameters()) < 30.5e6
         assert 28.5e6 < sum(p.numel() for p in D.parameters()) < 29.5e6
@@ -334,3 +334,42 @@ def test_xyz_on_rays_config_needs_the_camera():
     assert model.generator_kwargs(channels=7, camera=Camera().to_dict())["camera"]["projection"] == "perspective"
     off = load_config(None, ["model.resolution=16", "model.xyz_on_rays=false"]).model
     assert "camera" not in off.generator_kwargs(channels=7, camera=Camera().to_dict())
+
+
+def test_normal_map_of_a_tilted_plane_and_discriminator_with_normals(tmp_path):
+    camera, R, (a, b) = Camera(projection="orthographic"), 16, (0.5, -0.25)
+    origins, _ = camera.rays(R)
+    x, y = torch.from_numpy(origins[..., 0]).float(), torch.from_numpy(origins[..., 1]).float()
+    img = torch.zeros(2, 7, R, R)
+    img[:, 0], img[:, 1], img[:, 2], img[:, 6] = x, y, a * x + b * y, 1.0
+    img[1, 6, :, :4] = -1.0                                       # a strip of background in the second grid
+    n = normal_map(img, camera.pixel_size(R), has_mask=True)
+    expected = torch.tensor([-a, -b, 1.0]) / math.sqrt(1 + a * a + b * b)
+    torch.testing.assert_close(n[0].permute(1, 2, 0), expected.expand(R, R, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(n[1, :, :, 4:].permute(1, 2, 0), expected.expand(R, R - 4, 3), atol=1e-5, rtol=0)
+    assert float(n[1, :, :, :4].abs().max()) == 0                 # nothing off the surface, and no step at its edge
+
+    from pcgan import checkpoint as ckpt
+    from pcgan.grid import GridMeta
+    meta = GridMeta(resolution=R, camera=camera)
+    cfg = load_config(None, [f"model.resolution={R}", "model.d_normals=true"]).model
+    with pytest.raises(ValueError, match="camera"):
+        cfg.discriminator_kwargs(channels=7)
+    kw = cfg.discriminator_kwargs(channels=7, camera=camera.to_dict())
+    assert kw["normals_pixel_size"] == pytest.approx(camera.pixel_size(R))
+    torch.manual_seed(0)
+    D = Discriminator(**{**kw, "channel_base": 256, "channel_max": 32})
+    assert D.blocks[0].fromrgb.weight.shape[1] == 7 + 3             # the grid and its normals
+    assert "normals_pixel_size" not in Discriminator(**TINY).init_kwargs   # off: older snapshots' kwargs
+    # R1's double backward through the normals stays finite, and reaches z through the shading
+    real = img.clone().requires_grad_(True)
+    grad, = torch.autograd.grad(D(real).sum(), real, create_graph=True)
+    grad.square().sum().backward()
+    assert torch.isfinite(grad).all() and float(grad.detach()[:, 2].abs().sum()) > 0
+    assert all(torch.isfinite(p.grad).all() for p in D.parameters() if p.grad is not None)
+    path = tmp_path / "d.pt"
+    torch.save({"D": D.state_dict(), "init_kwargs": D.init_kwargs}, path)
+    state = torch.load(path)
+    D2 = Discriminator(**state["init_kwargs"])
+    D2.load_state_dict(state["D"])
+    assert torch.equal(D2(img), D(img))

@@ -277,17 +277,19 @@ def test_training_needs_no_open3d_trimesh_or_lpips(data16, tmp_path):
     assert (tmp_path / "run" / "fakes000000.png").is_file() and ckpt.find_snapshots(tmp_path / "run")
 
 
-def test_a_run_from_before_xyz_on_rays_resumes_with_it_off(data16, tmp_path):
+def test_a_run_from_before_xyz_on_rays_and_d_normals_resumes_with_them_off(data16, tmp_path):
     run = tmp_path / "old"
-    flags = [f"--set={s}" for s in TINY + ["model.xyz_on_rays=false"]]
+    flags = [f"--set={s}" for s in TINY + ["model.xyz_on_rays=false", "model.d_normals=false"]]
     assert main(["train", "--data", str(data16), "--out", str(run), "--kimg", "0.008", "--device", "cpu"] + flags) == 0
     state = torch.load(run / "training-state.pt", weights_only=False)
-    del state["config"]["model"]["xyz_on_rays"]            # what a run saved before the option holds
+    del state["config"]["model"]["xyz_on_rays"], state["config"]["model"]["d_normals"]   # as saved before
     torch.save(state, run / "training-state.pt")
     assert main(["train", "--data", str(data16), "--out", str(run), "--kimg", "0.016", "--device", "cpu"]) == 0
     G, _, info = ckpt.load_generator(run)
     assert info["images_seen"] == 16 and "camera" not in G.init_kwargs
-    assert load_config(run / "config.yaml").model.xyz_on_rays is False
+    resumed = load_config(run / "config.yaml").model
+    assert resumed.xyz_on_rays is False and resumed.d_normals is False
+    assert "normals_pixel_size" not in ckpt.load_training_state(run)["modules"]["D"]["init_kwargs"]
 
 
 def test_new_runs_generate_points_on_the_dataset_camera_rays(data16, tmp_path):
@@ -296,3 +298,11 @@ def test_new_runs_generate_points_on_the_dataset_camera_rays(data16, tmp_path):
     G, meta, _ = ckpt.load_generator(run)
     assert G.init_kwargs["camera"] == meta.camera.to_dict()
     assert pixel_offsets(G(torch.randn(2, G.z_dim)), meta.camera).max() < 1e-3
+
+
+def test_resume_on_a_dataset_with_another_sheet_warns(caplog):
+    old, new = GridMeta(resolution=16), GridMeta(resolution=16, sheet_z=-0.5)
+    with caplog.at_level("WARNING", logger="pcgan"):
+        loop.check_resume(new, {"grid_meta": old.to_dict(), "path": "run/training-state.pt"}, Path("ds"))
+    assert "sheet at z = -0.5 but the checkpoint was trained with z = -1.5" in caplog.text
+    assert "--sheet-z -1.5" in caplog.text

@@ -144,6 +144,10 @@ def check_resume(meta: GridMeta, state: dict, data_path: Path) -> None:
         log.warning("dataset %s is normalised differently (center %s, scale %g) from the checkpoint's "
                     "(center %s, scale %g); snapshots will carry the new dataset's normalisation",
                     data_path, meta.center, meta.scale, old.center, old.scale)
+    if old.sheet_z != meta.sheet_z:
+        log.warning("dataset %s has its background sheet at z = %g but the checkpoint was trained with z = %g "
+                    "(preprocess with --sheet-z %g for the same grids); training goes on with the new sheet",
+                    data_path, meta.sheet_z, old.sheet_z, old.sheet_z)
 
 
 def _setup_backends(t: Any, device: torch.device) -> None:
@@ -447,7 +451,7 @@ def train(cfg: Any, data: str | Path, run_dir: str | Path, device: str = "auto",
     torch.manual_seed(t.seed * world + rank)
     C = meta.num_channels
     G = Generator(**cfg.model.generator_kwargs(C, camera=meta.camera.to_dict())).to(dev)
-    D = Discriminator(**cfg.model.discriminator_kwargs(C)).to(dev)
+    D = Discriminator(**cfg.model.discriminator_kwargs(C, camera=meta.camera.to_dict())).to(dev)
     pipe = AugmentPipe(meta, cfg.augment).to(dev)
     ada = AdaptiveAugment(pipe, cfg.augment, batch_size=t.batch,
                           reduce_fn=(lambda s: dist.reduce_sum(s)) if env.distributed else None)
