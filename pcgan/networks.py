@@ -8,7 +8,8 @@ Written from Karras et al. 2019, "Analyzing and Improving the Image Quality of S
   noise with a learned strength (initially 0), and a ``ToXYZRGB`` layer per resolution (1x1
   modulated conv without demodulation) whose outputs are upsampled and summed. The output has
   one channel per grid channel (x y z r g b [mask]); no final tanh.
-* Discriminator = residual architecture: ``FromXYZRGB`` at full resolution, blocks of two 3x3
+* Discriminator = residual architecture: ``FromXYZRGB`` at full resolution (reading the grid and,
+  with ``normals_pixel_size``, its surface normals from z), blocks of two 3x3
   convs (the second downsamples) plus a 1x1 downsampling skip, summed with gain 1/sqrt(2);
   then minibatch standard deviation, a 3x3 conv and two dense layers. Optional conditioning
   by projection (Miyato & Koyama 2018): the logit is <features, embed(c)>.
