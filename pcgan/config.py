@@ -116,6 +116,7 @@ class ModelConfig:
     resample_filter: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)  # 1D FIR taps for 2x up/down sampling
     xyz_on_rays: bool = True        # G learns depth only: x, y of each point follow from z along its pixel's camera ray
     d_normals: bool = True          # D also reads surface normals computed from z (shading shows rough geometry)
+    d_pack: int = 1                 # samples D judges together (PacGAN, against mode collapse); train.batch per GPU must divide
     mapping: MappingConfig = dataclasses.field(default_factory=MappingConfig)
     mbstd: MbstdConfig = dataclasses.field(default_factory=MbstdConfig)
     d_mapping_layers: int = 8       # dense layers embedding the condition in D (conditional runs only)
@@ -126,6 +127,8 @@ class ModelConfig:
             raise ValueError(f"model.resolution must be a power of two from 8 to 1024, got {r}")
         if min(self.z_dim, self.w_dim, self.channel_base, self.channel_max) < 1:
             raise ValueError("model.z_dim, w_dim, channel_base and channel_max must be >= 1")
+        if self.d_pack < 1:
+            raise ValueError(f"model.d_pack must be >= 1, got {self.d_pack}")
         if len(self.resample_filter) % 2:
             raise ValueError("model.resample_filter needs an even number of taps, e.g. [1, 3, 3, 1]")
 
@@ -150,6 +153,8 @@ class ModelConfig:
                 raise ValueError("model.d_normals needs the dataset's camera (discriminator_kwargs(..., camera=...))")
             from pcgan.grid import Camera
             extra["normals_pixel_size"] = Camera.from_dict(camera).pixel_size(self.resolution)
+        if self.d_pack > 1:
+            extra["pack"] = self.d_pack
         return dict(**extra, c_dim=c_dim, resolution=self.resolution, channels=channels, channel_base=self.channel_base,
                     channel_max=self.channel_max, mbstd_group_size=self.mbstd.group_size,
                     mbstd_num_channels=self.mbstd.num_channels, mapping_layers=self.d_mapping_layers,

@@ -624,7 +624,10 @@ class Discriminator(nn.Module):
 
     With ``normals_pixel_size`` set, the first block also reads the grid's surface normals
     (:func:`normal_map`): shading is where a rough or folded surface shows at once, while in
-    z alone it is a small fraction of the channel's range."""
+    z alone it is a small fraction of the channel's range. With ``pack`` > 1 it judges that many
+    samples at once, stacked along the channels (Lin et al. 2018, PacGAN), so a generator that
+    makes the same face every time is easy to tell from real faces; every sample of a pack gets
+    the pack's logit."""
 
     def __init__(self,
                  c_dim: int = 0,            # condition size; 0: unconditional
@@ -639,6 +642,7 @@ class Discriminator(nn.Module):
                  conv_clamp: float | None = None,   # clamp conv outputs to +-conv_clamp; None: off
                  resample_filter: Sequence[float] = (1, 3, 3, 1),  # 1D FIR taps for downsampling
                  normals_pixel_size: float | None = None,  # a pixel's side at z=0: D also reads normals; None: off
+                 pack: int = 1,             # samples judged together (PacGAN); each gets its pack's logit
                  ):
         super().__init__()
         check_resolution(resolution)
@@ -647,6 +651,8 @@ class Discriminator(nn.Module):
         if normals_pixel_size is not None and (channels < 3 or not normals_pixel_size > 0):
             raise PcganError(f"Discriminator: normals need x y z channels and a pixel size > 0 "
                              f"(channels={channels}, normals_pixel_size={normals_pixel_size})")
+        if pack < 1 or (pack > 1 and c_dim > 0):
+            raise PcganError(f"Discriminator: pack={pack} must be >= 1, and 1 for a conditional model (c_dim={c_dim})")
         ch4 = channels_at(4, channel_base, channel_max)
         cmap_dim = (ch4 if cmap_dim is None else cmap_dim) if c_dim > 0 else 0
         self.init_kwargs = dict(c_dim=c_dim, resolution=resolution, channels=channels, channel_base=channel_base,
@@ -657,9 +663,12 @@ class Discriminator(nn.Module):
                                 resample_filter=[float(t) for t in resample_filter])
         if normals_pixel_size is not None:   # only when on, so older snapshots' init_kwargs stay the same
             self.init_kwargs["normals_pixel_size"] = float(normals_pixel_size)
+        if pack > 1:
+            self.init_kwargs["pack"] = int(pack)
+        self.pack = int(pack)
         self.c_dim, self.resolution, self.img_channels, self.cmap_dim = c_dim, resolution, channels, cmap_dim
         self.normals_pixel_size = normals_pixel_size
-        in_channels = channels + (3 if normals_pixel_size is not None else 0)
+        in_channels = (channels + (3 if normals_pixel_size is not None else 0)) * self.pack
         self.blocks = nn.ModuleList()
         res = resolution
         while res > 4:
@@ -678,12 +687,17 @@ class Discriminator(nn.Module):
         check_shape(img, [None, self.img_channels, R, R], "discriminator input")
         if self.normals_pixel_size is not None:
             img = torch.cat([img, normal_map(img, self.normals_pixel_size, self.img_channels > 6).to(img.dtype)], dim=1)
+        if self.pack > 1:   # samples b*pack .. b*pack+pack-1 side by side as one input
+            B = img.shape[0]
+            if B % self.pack:
+                raise PcganError(f"discriminator: batch {B} is not a multiple of its pack {self.pack}")
+            img = img.reshape(B // self.pack, self.pack * img.shape[1], R, R)
         x = None
         for block in self.blocks:
             x = block(x, img)
         cmap = self.mapping(None, c) if self.mapping is not None else None
-        return self.epilogue(x, cmap)
+        return self.epilogue(x, cmap).repeat_interleave(self.pack, dim=0)
 
     def extra_repr(self) -> str:
         return (f"resolution={self.resolution}, channels={self.img_channels}, c_dim={self.c_dim}, "
-                f"normals={self.normals_pixel_size is not None}")
+                f"normals={self.normals_pixel_size is not None}, pack={self.pack}")

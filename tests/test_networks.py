@@ -373,3 +373,46 @@ def test_normal_map_of_a_tilted_plane_and_discriminator_with_normals(tmp_path):
     D2 = Discriminator(**state["init_kwargs"])
     D2.load_state_dict(state["D"])
     assert torch.equal(D2(img), D(img))
+
+
+def test_packed_discriminator_judges_samples_together():
+    torch.manual_seed(0)
+    D = Discriminator(pack=2, **TINY)
+    assert D.blocks[0].fromrgb.weight.shape[1] == 2 * 7 and D.init_kwargs["pack"] == 2
+    x = torch.randn(6, 7, 16, 16)
+    logits = D(x)
+    assert logits.shape == (6, 1)
+    assert torch.equal(logits[0::2], logits[1::2])               # one logit per pack, given to each sample
+    swapped = x.clone()
+    swapped[1] = x[2]
+    assert not torch.equal(D(swapped)[0], logits[0])             # a pack's logit depends on all its samples
+    with pytest.raises(PcganError, match="not a multiple of its pack 2"):
+        D(torch.randn(3, 7, 16, 16))
+    with pytest.raises(PcganError, match="conditional"):
+        Discriminator(pack=2, c_dim=3, **TINY)
+    assert "pack" not in Discriminator(**TINY).init_kwargs
+    with pytest.raises(PcganError, match="d_pack must be >= 1"):
+        load_config(None, ["model.d_pack=0"])
+
+
+def test_r1_of_a_packed_discriminator_is_the_packs_gradient():
+    from pcgan.training.loss import StyleGAN2Loss
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, w_dim=16, mapping_layers=1, **TINY)
+    D = Discriminator(pack=2, **TINY)
+    real = torch.randn(4, 7, 16, 16)
+    loss = StyleGAN2Loss(G, D, r1_gamma=2.0)
+    stats = loss.accumulate_gradients("Dreg", real, torch.randn(4, 16), None, gain=1.0)
+    x = real.clone().requires_grad_(True)
+    packs = D.epilogue(*_blocks(D, x))                            # [2, 1]: one logit per pack
+    (grad,) = torch.autograd.grad(packs.sum(), x)
+    expected = grad.square().sum(dim=[1, 2, 3]).mean()
+    torch.testing.assert_close(stats["Loss/r1_penalty"], expected, rtol=1e-4, atol=1e-6)
+
+
+def _blocks(D, img):
+    img = img.reshape(img.shape[0] // D.pack, -1, *img.shape[2:])
+    x = None
+    for block in D.blocks:
+        x = block(x, img)
+    return (x,)

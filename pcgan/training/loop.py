@@ -439,9 +439,13 @@ def train(cfg: Any, data: str | Path, run_dir: str | Path, device: str = "auto",
     if batch_rank % batch_gpu:
         raise PcganError(f"train.batch_gpu {batch_gpu} must divide the per-process batch {batch_rank} "
                          f"(train.batch {t.batch} / {world} processes)")
-    group = cfg.model.mbstd.group_size
-    if group is not None and cfg.model.mbstd.num_channels > 0 and batch_gpu % min(group, batch_gpu):
-        raise PcganError(f"per-process batch {batch_gpu} is not a multiple of model.mbstd.group_size {group}")
+    pack = cfg.model.d_pack
+    if batch_gpu % pack:
+        raise PcganError(f"per-process batch {batch_gpu} is not a multiple of model.d_pack {pack}")
+    group, packs = cfg.model.mbstd.group_size, batch_gpu // pack
+    if group is not None and cfg.model.mbstd.num_channels > 0 and packs % min(group, packs):
+        raise PcganError(f"per-process batch {batch_gpu} / model.d_pack {pack} = {packs} packs is not a multiple "
+                         f"of model.mbstd.group_size {group}")
     passes = batch_rank // batch_gpu
     if env.is_main:
         ensure_writable_dir(run_dir)

@@ -149,7 +149,8 @@ class StyleGAN2Loss:
             with self._autocast(dev):
                 logits = self._D(real_x, c, real=True, fast=False)
             (grad,) = torch.autograd.grad(logits.float().sum(), real_x, create_graph=True)  # [B, C, H, W]
-            penalty = grad.float().square().sum(dim=[1, 2, 3])  # [B]
+            # a pack of samples shares one logit, which the sum counts once per sample
+            penalty = grad.float().square().sum(dim=[1, 2, 3]) / self.D.pack ** 2  # [B]
             loss = (penalty * (self.r1_gamma / 2)).mean()
             (loss * gain).backward()
             stats.update({"Loss/r1_penalty": penalty.detach().mean(), "Loss/D/reg": loss.detach()})
