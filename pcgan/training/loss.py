@@ -47,6 +47,7 @@ class StyleGAN2Loss:
                  reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,  # mean over ranks (DDP)
                  ):
         self.G, self.D, self.augment = G, D, augment
+        self.d_pack = getattr(D, "pack", 1)           # samples per D logit (PacGAN); any D module works
         self.r1_gamma, self.style_mixing = r1_gamma, style_mixing
         self.pl_weight, self.pl_decay, self.pl_batch_shrink = pl_weight, pl_decay, pl_batch_shrink
         self.autocast_dtype = autocast_dtype
@@ -150,7 +151,7 @@ class StyleGAN2Loss:
                 logits = self._D(real_x, c, real=True, fast=False)
             (grad,) = torch.autograd.grad(logits.float().sum(), real_x, create_graph=True)  # [B, C, H, W]
             # a pack of samples shares one logit, which the sum counts once per sample
-            penalty = grad.float().square().sum(dim=[1, 2, 3]) / self.D.pack ** 2  # [B]
+            penalty = grad.float().square().sum(dim=[1, 2, 3]) / self.d_pack ** 2  # [B]
             loss = (penalty * (self.r1_gamma / 2)).mean()
             (loss * gain).backward()
             stats.update({"Loss/r1_penalty": penalty.detach().mean(), "Loss/D/reg": loss.detach()})
