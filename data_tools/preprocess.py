@@ -605,9 +605,10 @@ def _settings_from_args(args) -> tuple[Settings, str, float | None]:
     camera = Camera(projection=args.projection, fov_deg=args.fov, distance=args.distance,
                     ortho_half_extent=args.ortho_extent)
     channels = DEFAULT_CHANNELS[:6] if args.no_mask else DEFAULT_CHANNELS
+    sheet_z = _sheet_z(args.sheet_z)        # None (auto): render with the usual sheet, move it at assembly
     meta = GridMeta(resolution=args.res, channels=channels, camera=camera, scale=fixed or 1.0,
                     units=args.units or "unknown", background_rgb=_rgb(args.background_rgb, "--background-rgb"),
-                    sheet_z=GridMeta.sheet_z if _sheet_z(args.sheet_z) is None else _sheet_z(args.sheet_z))
+                    sheet_z=GridMeta.sheet_z if sheet_z is None else sheet_z)
     out = ensure_writable_dir(args.out)
     if (out / INFO_FILE).exists() and not os.access(out / INFO_FILE, os.W_OK):
         raise PcganError(f"{out / INFO_FILE} exists and is not writable")

@@ -207,6 +207,11 @@ def test_dataset_config_and_checkpoint_mismatches_name_both_values(data16, tmp_p
     with pytest.raises(PcganError, match=r"channels \['x', 'y', 'z', 'r', 'g', 'b'\] but .*training-state.pt was "
                                          r"trained on channels \['x', 'y', 'z', 'r', 'g', 'b', 'mask'\]"):
         loop.train(tiny_cfg("train.kimg=0.008"), six, run, device="cpu", resume=run / "training-state.pt")
+    with pytest.raises(PcganError, match="per-process batch 4 is not a multiple of model.d_pack 3"):
+        loop.train(tiny_cfg("model.d_pack=3"), data16, tmp_path / "p3", device="cpu")
+    with pytest.raises(PcganError, match=r"12 / model.d_pack 2 = 6 packs is not a multiple of model.mbstd.group_size 4"):
+        loop.train(tiny_cfg("model.d_pack=2", "train.batch=12", "model.mbstd.group_size=4"), data16, tmp_path / "p2",
+                   device="cpu")
     # a changed model on resume is refused by the CLI with the key named
     assert main(["train", "--data", str(data16), "--out", str(run), "--set", "model.channel_max=64"]) == 2
 
