@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pcgan.config import load_config  # noqa: E402
-from pcgan.grid import Camera  # noqa: E402
+from pcgan.grid import Camera, GridMeta  # noqa: E402
 from pcgan.networks import Discriminator, Generator, flops_per_image  # noqa: E402
 
 VARIANTS = ("fp32", "bf16", "fp32-compiled", "bf16-compiled")
@@ -54,7 +54,8 @@ def run(args) -> tuple[dict, list[dict]]:
     device = torch.device(args.device)
     cfg = load_config(args.config, args.override).model
     torch.manual_seed(0)
-    G = Generator(**cfg.generator_kwargs(channels=args.channels, camera=Camera().to_dict())).to(device)
+    G = Generator(**cfg.generator_kwargs(channels=args.channels, camera=Camera().to_dict(),
+                                        background=GridMeta(cfg.resolution).empty_pixel())).to(device)
     D = Discriminator(**cfg.discriminator_kwargs(channels=args.channels, camera=Camera().to_dict())).to(device)
     if args.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)

@@ -111,7 +111,8 @@ class FlopCount(TorchDispatchMode):
 def step_flops(cfg, device: torch.device, batch_gpu: int, channels: int) -> float:
     """Model FLOPs per training image: every phase once, weighted by 1 / its interval."""
     t = cfg.train
-    G = Generator(**cfg.model.generator_kwargs(channels, camera=Camera().to_dict())).to(device)
+    G = Generator(**cfg.model.generator_kwargs(channels, camera=Camera().to_dict(),
+                                              background=GridMeta(cfg.model.resolution).empty_pixel())).to(device)
     D = Discriminator(**cfg.model.discriminator_kwargs(channels, camera=Camera().to_dict())).to(device)
     pipe = AugmentPipe(GridMeta(resolution=cfg.model.resolution), cfg.augment).to(device)
     loss = StyleGAN2Loss(G, D, pipe, r1_gamma=t.r1_gamma, style_mixing=t.style_mixing, pl_weight=t.pl_weight,

@@ -115,6 +115,7 @@ class ModelConfig:
     fused_modconv: bool = False     # grouped-conv modulation in G (same maths; speed differs per device)
     resample_filter: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)  # 1D FIR taps for 2x up/down sampling
     xyz_on_rays: bool = True        # G learns depth only: x, y of each point follow from z along its pixel's camera ray
+    g_composite: bool = False       # G's empty pixels (mask <= 0) get the background sheet's point and colour (exact silhouettes)
     d_normals: bool = True          # D also reads surface normals computed from z (shading shows rough geometry)
     d_pack: int = 1                 # samples D judges together (PacGAN, against mode collapse); train.batch per GPU must divide
     mapping: MappingConfig = dataclasses.field(default_factory=MappingConfig)
@@ -132,12 +133,23 @@ class ModelConfig:
         if len(self.resample_filter) % 2:
             raise ValueError("model.resample_filter needs an even number of taps, e.g. [1, 3, 3, 1]")
 
-    def generator_kwargs(self, channels: int, c_dim: int = 0, camera: dict | None = None) -> dict:
-        """Keyword arguments of ``pcgan.networks.Generator`` for a dataset's channels / labels and
-        camera (``GridMeta.camera.to_dict()``; needed when ``xyz_on_rays``)."""
+    def generator_kwargs(self, channels: int, c_dim: int = 0, camera: dict | None = None,
+                         background: dict | None = None) -> dict:
+        """Keyword arguments of ``pcgan.networks.Generator`` for a dataset's channels / labels,
+        camera (``GridMeta.camera.to_dict()``; needed when ``xyz_on_rays``) and empty pixels
+        (``GridMeta.empty_pixel()``; needed when ``g_composite`` and the grids have a mask
+        channel, the only ones with empty pixels to composite over)."""
+        from pcgan.grid import DEFAULT_CHANNELS
+
         if self.xyz_on_rays and camera is None:
             raise ValueError("model.xyz_on_rays needs the dataset's camera (generator_kwargs(..., camera=...))")
         extra = {"camera": dict(camera)} if self.xyz_on_rays else {}
+        if self.g_composite and channels == len(DEFAULT_CHANNELS):
+            if camera is None or background is None:
+                raise ValueError("model.g_composite needs the dataset's camera and background "
+                                 "(generator_kwargs(..., camera=..., background=...))")
+            extra["background"] = {"camera": dict(camera), "sheet_z": float(background["sheet_z"]),
+                                   "rgb": [float(c) for c in background["rgb"]]}
         return dict(**extra, z_dim=self.z_dim, w_dim=self.w_dim, c_dim=c_dim, resolution=self.resolution,
                     channels=channels, channel_base=self.channel_base, channel_max=self.channel_max,
                     mapping_layers=self.mapping.layers, mapping_lr_mul=self.mapping.lr_mul,

@@ -213,7 +213,8 @@ def save_untrained(path: Path, cfg, meta) -> None:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
-        G = Generator(**cfg.model.generator_kwargs(meta.num_channels, camera=meta.camera.to_dict()))
+        G = Generator(**cfg.model.generator_kwargs(meta.num_channels, camera=meta.camera.to_dict(),
+                                                   background=meta.empty_pixel()))
     ckpt.save_snapshot(path, G.eval(), meta, to_dict(cfg), 0)
 
 

@@ -195,6 +195,11 @@ class GridMeta:
     def has_mask(self) -> bool:
         return has_mask(self.channels)
 
+    def empty_pixel(self) -> dict:
+        """What an empty pixel holds: the background sheet's depth and colour (for
+        ``ModelConfig.generator_kwargs(..., background=...)``)."""
+        return {"sheet_z": self.sheet_z, "rgb": list(self.background_rgb)}
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["channels"] = list(self.channels)

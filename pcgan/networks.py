@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from pcgan.errors import PcganError
-from pcgan.grid import Camera, neighbour_difference
+from pcgan.grid import DEFAULT_CHANNELS, MASK, MASK_THRESHOLD, Camera, GridMeta, empty_grid, neighbour_difference
 from pcgan.ops import (Conv2dLayer, FullyConnected, bias_act, modulated_conv2d, setup_filter,
                        upsample2d)
 
@@ -349,6 +349,7 @@ class SynthesisNetwork(nn.Module):
                  conv_clamp: float | None = None,  # clamp conv outputs; None: off
                  fused_modconv: bool = False,      # grouped-conv form of modulated_conv2d
                  camera: dict | None = None,       # the grids' camera: x, y follow from z along its rays
+                 background: dict | None = None,   # composite over the empty pixels' values (see below)
                  ):
         super().__init__()
         check_resolution(resolution)
@@ -356,6 +357,9 @@ class SynthesisNetwork(nn.Module):
         self.on_rays = camera is not None
         if self.on_rays:
             self._register_rays(camera, resolution, img_channels)
+        self.composite = background is not None
+        if self.composite:
+            self._register_background(background, resolution, img_channels)
         self.block_resolutions = [2**i for i in range(2, int(math.log2(resolution)) + 1)]
         self.blocks = nn.ModuleList()
         self.ws_slices: list[tuple[int, int]] = []     # (first style, count) per block
@@ -397,7 +401,28 @@ class SynthesisNetwork(nn.Module):
         for block, (w0, nw), (n0, nn_) in zip(self.blocks, self.ws_slices, self.noise_slices):
             block_noise = None if noise is None else noise[n0:n0 + nn_]
             x, img = block(x, img, ws.narrow(1, w0, nw), noise_mode, block_noise)
-        return self.place_on_rays(img) if self.on_rays else img
+        img = self.place_on_rays(img) if self.on_rays else img
+        return self.composite_background(img) if self.composite else img
+
+    def _register_background(self, background: dict, resolution: int, img_channels: int) -> None:
+        if img_channels != len(DEFAULT_CHANNELS):
+            raise PcganError(f"Generator: background given, but {img_channels} channels hold no mask "
+                             f"(compositing needs {' '.join(DEFAULT_CHANNELS)})")
+        meta = GridMeta(resolution, camera=Camera.from_dict(background["camera"]),
+                        sheet_z=float(background["sheet_z"]), background_rgb=tuple(background["rgb"]))
+        empty = torch.from_numpy(empty_grid(meta)[:MASK.start])                # [6, H, W] as preprocess writes it
+        self.register_buffer("empty_pixel", empty, persistent=False)
+
+    def composite_background(self, img: torch.Tensor) -> torch.Tensor:
+        """Give the pixels the generated mask leaves empty (mask <= 0) the empty pixels' point on
+        the background sheet and colour, exactly as in a real grid. G then draws a surface and a
+        silhouette instead of a depth field that must fall steeply to the sheet at the edge of the
+        head, which a convolutional generator does only smoothly (rim points strewn between face
+        and sheet). No gradient reaches G's x y z r g b where the mask says empty; the mask
+        channel itself is passed through."""
+        surface = img[:, MASK] > MASK_THRESHOLD                                 # [B, 1, H, W]
+        body = torch.where(surface, img[:, :MASK.start], self.empty_pixel.to(img.dtype))
+        return torch.cat([body, img[:, MASK]], dim=1)
 
     def _register_rays(self, camera: dict, resolution: int, img_channels: int) -> None:
         if img_channels < 3:
@@ -421,7 +446,7 @@ class SynthesisNetwork(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"resolution={self.resolution}, img_channels={self.img_channels}, num_ws={self.num_ws}, "
-                f"xyz_on_rays={self.on_rays}")
+                f"xyz_on_rays={self.on_rays}, composite={self.composite}")
 
 
 class Generator(nn.Module):
@@ -442,6 +467,7 @@ class Generator(nn.Module):
                  resample_filter: Sequence[float] = (1, 3, 3, 1),  # 1D FIR taps for upsampling
                  fused_modconv: bool = False,  # grouped-conv modulation (same result, other speed)
                  camera: dict | None = None,  # pcgan.grid.Camera fields: x, y follow from z along its rays
+                 background: dict | None = None,  # {"camera", "sheet_z", "rgb" in [0, 1]}: empty pixels
                  ):
         super().__init__()
         check_resolution(resolution)
@@ -455,10 +481,12 @@ class Generator(nn.Module):
                                 fused_modconv=bool(fused_modconv))
         if camera is not None:        # only when set: snapshots from before the option load unchanged
             self.init_kwargs["camera"] = dict(camera)
+        if background is not None:    # the same
+            self.init_kwargs["background"] = dict(background)
         self.z_dim, self.w_dim, self.c_dim = z_dim, w_dim, c_dim
         self.resolution, self.img_channels = resolution, channels
         self.synthesis = SynthesisNetwork(w_dim, resolution, channels, channel_base, channel_max,
-                                          resample_filter, conv_clamp, fused_modconv, camera)
+                                          resample_filter, conv_clamp, fused_modconv, camera, background)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, mapping_layers, mapping_lr_mul, w_avg_beta)
 

@@ -233,7 +233,7 @@ def resolve_config(args, state_path: Path | None):
     if state_path is not None:
         stored = read_checkpoint(state_path, STATE_SCHEMA, mmap=True).get("config") or {}
         if isinstance(stored.get("model"), dict):
-            for option in ("xyz_on_rays", "d_normals"):          # runs started before an option had it off
+            for option in ("xyz_on_rays", "d_normals", "g_composite"):   # runs started before an option had it off
                 stored["model"].setdefault(option, False)
     if args.config or stored is None:
         cfg = load_config(args.config, overrides)

@@ -14,7 +14,7 @@ import pcgan
 from conftest import pixel_offsets
 from pcgan.config import load_config
 from pcgan.errors import PcganError
-from pcgan.grid import Camera
+from pcgan.grid import Camera, GridMeta
 from pcgan.networks import (Discriminator, Generator, MinibatchStd, flops_per_image, normal_map, style_mix, truncate,
                             z_from_seeds)
 from pcgan.ops import Conv2dLayer
@@ -229,7 +229,7 @@ def test_resolutions(resolution):
 @pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_preset_builds_and_trains_on_cpu(preset):
     cfg = load_config(CONFIGS / preset).model
-    G = Generator(**cfg.generator_kwargs(channels=7, camera=Camera().to_dict()))
+    G = Generator(**cfg.generator_kwargs(channels=7, camera=Camera().to_dict(), background=GridMeta(8).empty_pixel()))
     D = Discriminator(**cfg.discriminator_kwargs(channels=7, camera=Camera().to_dict()))
     if preset == "faces-256.yaml":  # config F at 256: ~30.0M G and ~28.9M D parameters
         assert 29.5e6 < sum(p.numel() for p in G.parameters()) < 30.5e6
@@ -331,9 +331,61 @@ def test_xyz_on_rays_config_needs_the_camera():
     assert model.xyz_on_rays
     with pytest.raises(ValueError, match="camera"):
         model.generator_kwargs(channels=7)
-    assert model.generator_kwargs(channels=7, camera=Camera().to_dict())["camera"]["projection"] == "perspective"
+    empty = GridMeta(16).empty_pixel()
+    assert model.generator_kwargs(channels=7, camera=Camera().to_dict(), background=empty)["camera"]["projection"] == "perspective"
     off = load_config(None, ["model.resolution=16", "model.xyz_on_rays=false"]).model
-    assert "camera" not in off.generator_kwargs(channels=7, camera=Camera().to_dict())
+    assert "camera" not in off.generator_kwargs(channels=7, camera=Camera().to_dict(), background=empty)
+
+
+# ----------------------------------------------------------------------------------------------
+# Empty pixels composited over the background (model.g_composite)
+
+
+@pytest.mark.parametrize("on_rays", [True, False])
+def test_generated_empty_pixels_hold_the_background_sheet_exactly(on_rays, tmp_path):
+    from pcgan import checkpoint as ckpt
+    from pcgan.grid import empty_grid
+
+    meta = GridMeta(resolution=16, sheet_z=-0.4, background_rgb=(0.2, 0.4, 0.6))
+    camera = meta.camera.to_dict() if on_rays else None
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, w_dim=16, mapping_layers=1, camera=camera, background={
+        "camera": meta.camera.to_dict(), **meta.empty_pixel()}, **TINY)
+    plain = Generator(z_dim=16, w_dim=16, mapping_layers=1, camera=camera, **TINY)
+    plain.load_state_dict(G.state_dict())
+    z = torch.randn(4, 16)
+    img, ref = G(z, noise_mode="const"), plain(z, noise_mode="const")
+    empty = img[:, 6:7] <= 0
+    assert 0.05 < float(empty.float().mean()) < 0.95                  # an untrained G leaves both kinds
+    # empty pixels: exactly what preprocessing writes there (the sheet's point on each ray, the colour)
+    blank = torch.from_numpy(empty_grid(meta)).float()[:6]           # [6, H, W]
+    torch.testing.assert_close(torch.where(empty, img[:, :6], 0), torch.where(empty, blank.expand(4, -1, -1, -1), 0),
+                               atol=1e-5, rtol=0)
+    # surface pixels and the mask: the plain generator's output, untouched
+    assert torch.equal(torch.where(~empty, img, 0), torch.where(~empty, ref, 0))
+    # no gradient reaches G's depth through a pixel it left empty
+    grad = torch.autograd.grad(img[:, 2].masked_fill(~empty[:, 0], 0).sum(), G.synthesis.blocks[-1].torgb.weight,
+                               allow_unused=True)[0]
+    assert grad is None or float(grad.abs().sum()) == 0
+    # the background lives in init_kwargs (not the state dict): a snapshot rebuilds it
+    assert "empty_pixel" not in G.state_dict() and G.init_kwargs["background"]["sheet_z"] == -0.4
+    G2, _, _ = ckpt.load_generator(ckpt.save_snapshot(tmp_path / "snap.pt", G.eval(), meta, {}, 0))
+    assert torch.equal(G2(z, noise_mode="const"), img)
+    with pytest.raises(PcganError, match="no mask"):                 # 6 channels: nothing to composite by
+        Generator(z_dim=16, w_dim=16, mapping_layers=1, background={"camera": meta.camera.to_dict(),
+                  **meta.empty_pixel()}, **{**TINY, "channels": 6})
+
+
+def test_g_composite_config_needs_the_background_and_only_applies_with_a_mask():
+    model = load_config(None, ["model.resolution=16", "model.g_composite=true"]).model
+    cam = Camera().to_dict()
+    with pytest.raises(ValueError, match="background"):
+        model.generator_kwargs(channels=7, camera=cam)
+    kwargs = model.generator_kwargs(channels=7, camera=cam, background=GridMeta(16, sheet_z=-0.5).empty_pixel())
+    assert kwargs["background"] == {"camera": cam, "sheet_z": -0.5, "rgb": [0.0, 0.0, 0.0]}
+    assert "background" not in model.generator_kwargs(channels=6, camera=cam)      # no mask channel
+    off = load_config(None, ["model.resolution=16"]).model                         # the default
+    assert not off.g_composite and "background" not in off.generator_kwargs(channels=7, camera=cam)
 
 
 def test_normal_map_of_a_tilted_plane_and_discriminator_with_normals(tmp_path):

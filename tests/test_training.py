@@ -282,27 +282,34 @@ def test_training_needs_no_open3d_trimesh_or_lpips(data16, tmp_path):
     assert (tmp_path / "run" / "fakes000000.png").is_file() and ckpt.find_snapshots(tmp_path / "run")
 
 
-def test_a_run_from_before_xyz_on_rays_and_d_normals_resumes_with_them_off(data16, tmp_path):
+def test_a_run_from_before_xyz_on_rays_d_normals_and_g_composite_resumes_with_them_off(data16, tmp_path):
     run = tmp_path / "old"
-    flags = [f"--set={s}" for s in TINY + ["model.xyz_on_rays=false", "model.d_normals=false"]]
+    options = ("xyz_on_rays", "d_normals", "g_composite")
+    flags = [f"--set={s}" for s in TINY + [f"model.{o}=false" for o in options]]
     assert main(["train", "--data", str(data16), "--out", str(run), "--kimg", "0.008", "--device", "cpu"] + flags) == 0
     state = torch.load(run / "training-state.pt", weights_only=False)
-    del state["config"]["model"]["xyz_on_rays"], state["config"]["model"]["d_normals"]   # as saved before
+    for option in options:
+        del state["config"]["model"][option]                                              # as saved before
     torch.save(state, run / "training-state.pt")
     assert main(["train", "--data", str(data16), "--out", str(run), "--kimg", "0.016", "--device", "cpu"]) == 0
     G, _, info = ckpt.load_generator(run)
-    assert info["images_seen"] == 16 and "camera" not in G.init_kwargs
+    assert info["images_seen"] == 16 and "camera" not in G.init_kwargs and "background" not in G.init_kwargs
     resumed = load_config(run / "config.yaml").model
-    assert resumed.xyz_on_rays is False and resumed.d_normals is False
+    assert resumed.xyz_on_rays is False and resumed.d_normals is False and resumed.g_composite is False
     assert "normals_pixel_size" not in ckpt.load_training_state(run)["modules"]["D"]["init_kwargs"]
 
 
 def test_new_runs_generate_points_on_the_dataset_camera_rays(data16, tmp_path):
     run = tmp_path / "rays"
-    loop.train(tiny_cfg("train.kimg=0.008"), data16, run, device="cpu")
+    loop.train(tiny_cfg("train.kimg=0.008", "model.g_composite=true"), data16, run, device="cpu")
     G, meta, _ = ckpt.load_generator(run)
     assert G.init_kwargs["camera"] == meta.camera.to_dict()
-    assert pixel_offsets(G(torch.randn(2, G.z_dim)), meta.camera).max() < 1e-3
+    img = G(torch.randn(2, G.z_dim))
+    assert pixel_offsets(img, meta.camera).max() < 1e-3
+    # with model.g_composite their empty pixels hold the dataset's own background
+    assert G.init_kwargs["background"]["sheet_z"] == meta.sheet_z
+    empty = img[:, 6] <= 0
+    assert bool(empty.any()) and bool((img[:, 2][empty] == meta.sheet_z).all())
 
 
 def test_resume_on_a_dataset_with_another_sheet_warns(caplog):

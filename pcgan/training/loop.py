@@ -454,7 +454,7 @@ def train(cfg: Any, data: str | Path, run_dir: str | Path, device: str = "auto",
     # -- networks, augmentation, optimisers
     torch.manual_seed(t.seed * world + rank)
     C = meta.num_channels
-    G = Generator(**cfg.model.generator_kwargs(C, camera=meta.camera.to_dict())).to(dev)
+    G = Generator(**cfg.model.generator_kwargs(C, camera=meta.camera.to_dict(), background=meta.empty_pixel())).to(dev)
     D = Discriminator(**cfg.model.discriminator_kwargs(C, camera=meta.camera.to_dict())).to(dev)
     pipe = AugmentPipe(meta, cfg.augment).to(dev)
     ada = AdaptiveAugment(pipe, cfg.augment, batch_size=t.batch,
