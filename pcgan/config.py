@@ -145,10 +145,10 @@ class ModelConfig:
             raise ValueError("model.xyz_on_rays needs the dataset's camera (generator_kwargs(..., camera=...))")
         extra = {"camera": dict(camera)} if self.xyz_on_rays else {}
         if self.g_composite and channels == len(DEFAULT_CHANNELS):
-            if camera is None or background is None:
-                raise ValueError("model.g_composite needs the dataset's camera and background "
-                                 "(generator_kwargs(..., camera=..., background=...))")
-            extra["background"] = {"camera": dict(camera), "sheet_z": float(background["sheet_z"]),
+            if background is None:
+                raise ValueError("model.g_composite needs the dataset's empty pixel "
+                                 "(generator_kwargs(..., background=meta.empty_pixel()))")
+            extra["background"] = {"camera": dict(background["camera"]), "sheet_z": float(background["sheet_z"]),
                                    "rgb": [float(c) for c in background["rgb"]]}
         return dict(**extra, z_dim=self.z_dim, w_dim=self.w_dim, c_dim=c_dim, resolution=self.resolution,
                     channels=channels, channel_base=self.channel_base, channel_max=self.channel_max,

@@ -196,9 +196,10 @@ class GridMeta:
         return has_mask(self.channels)
 
     def empty_pixel(self) -> dict:
-        """What an empty pixel holds: the background sheet's depth and colour (for
-        ``ModelConfig.generator_kwargs(..., background=...)``)."""
-        return {"sheet_z": self.sheet_z, "rgb": list(self.background_rgb)}
+        """What an empty pixel holds, as plain data: the camera whose rays meet the background
+        sheet, the sheet's depth and the background colour (the ``background`` of
+        ``ModelConfig.generator_kwargs`` and ``pcgan.networks.Generator``)."""
+        return {"camera": self.camera.to_dict(), "sheet_z": self.sheet_z, "rgb": list(self.background_rgb)}
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -467,7 +467,7 @@ class Generator(nn.Module):
                  resample_filter: Sequence[float] = (1, 3, 3, 1),  # 1D FIR taps for upsampling
                  fused_modconv: bool = False,  # grouped-conv modulation (same result, other speed)
                  camera: dict | None = None,  # pcgan.grid.Camera fields: x, y follow from z along its rays
-                 background: dict | None = None,  # {"camera", "sheet_z", "rgb" in [0, 1]}: empty pixels
+                 background: dict | None = None,  # GridMeta.empty_pixel(): composite over the empty pixels
                  ):
         super().__init__()
         check_resolution(resolution)

@@ -349,8 +349,7 @@ def test_generated_empty_pixels_hold_the_background_sheet_exactly(on_rays, tmp_p
     meta = GridMeta(resolution=16, sheet_z=-0.4, background_rgb=(0.2, 0.4, 0.6))
     camera = meta.camera.to_dict() if on_rays else None
     torch.manual_seed(0)
-    G = Generator(z_dim=16, w_dim=16, mapping_layers=1, camera=camera, background={
-        "camera": meta.camera.to_dict(), **meta.empty_pixel()}, **TINY)
+    G = Generator(z_dim=16, w_dim=16, mapping_layers=1, camera=camera, background=meta.empty_pixel(), **TINY)
     plain = Generator(z_dim=16, w_dim=16, mapping_layers=1, camera=camera, **TINY)
     plain.load_state_dict(G.state_dict())
     z = torch.randn(4, 16)
@@ -372,8 +371,7 @@ def test_generated_empty_pixels_hold_the_background_sheet_exactly(on_rays, tmp_p
     G2, _, _ = ckpt.load_generator(ckpt.save_snapshot(tmp_path / "snap.pt", G.eval(), meta, {}, 0))
     assert torch.equal(G2(z, noise_mode="const"), img)
     with pytest.raises(PcganError, match="no mask"):                 # 6 channels: nothing to composite by
-        Generator(z_dim=16, w_dim=16, mapping_layers=1, background={"camera": meta.camera.to_dict(),
-                  **meta.empty_pixel()}, **{**TINY, "channels": 6})
+        Generator(z_dim=16, w_dim=16, mapping_layers=1, background=meta.empty_pixel(), **{**TINY, "channels": 6})
 
 
 def test_g_composite_config_needs_the_background_and_only_applies_with_a_mask():
