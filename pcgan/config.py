@@ -116,6 +116,7 @@ class ModelConfig:
     resample_filter: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)  # 1D FIR taps for 2x up/down sampling
     xyz_on_rays: bool = True        # G learns depth only: x, y of each point follow from z along its pixel's camera ray
     g_composite: bool = False       # G's empty pixels (mask <= 0) get the background sheet's point and colour (exact silhouettes)
+    g_mask_tanh: float = 0.0        # G's mask channel is tanh(g_mask_tanh * m), saturating to the +-1 of real masks; 0: linear
     d_normals: bool = True          # D also reads surface normals computed from z (shading shows rough geometry)
     d_pack: int = 1                 # samples D judges together (PacGAN, against mode collapse); train.batch per GPU must divide
     mapping: MappingConfig = dataclasses.field(default_factory=MappingConfig)
@@ -130,6 +131,8 @@ class ModelConfig:
             raise ValueError("model.z_dim, w_dim, channel_base and channel_max must be >= 1")
         if self.d_pack < 1:
             raise ValueError(f"model.d_pack must be >= 1, got {self.d_pack}")
+        if not self.g_mask_tanh >= 0:
+            raise ValueError(f"model.g_mask_tanh must be >= 0 (0: off), got {self.g_mask_tanh}")
         if len(self.resample_filter) % 2:
             raise ValueError("model.resample_filter needs an even number of taps, e.g. [1, 3, 3, 1]")
 
@@ -138,7 +141,8 @@ class ModelConfig:
         """Keyword arguments of ``pcgan.networks.Generator`` for a dataset's channels / labels,
         camera (``GridMeta.camera.to_dict()``; needed when ``xyz_on_rays``) and empty pixels
         (``GridMeta.empty_pixel()``; needed when ``g_composite`` and the grids have a mask
-        channel, the only ones with empty pixels to composite over)."""
+        channel, the only ones with empty pixels to composite over). ``g_mask_tanh`` too applies
+        only to grids with a mask channel."""
         from pcgan.grid import DEFAULT_CHANNELS
 
         if self.xyz_on_rays and camera is None:
@@ -150,6 +154,8 @@ class ModelConfig:
                                  "(generator_kwargs(..., background=meta.empty_pixel()))")
             extra["background"] = {"camera": dict(background["camera"]), "sheet_z": float(background["sheet_z"]),
                                    "rgb": [float(c) for c in background["rgb"]]}
+        if self.g_mask_tanh and channels == len(DEFAULT_CHANNELS):
+            extra["mask_tanh"] = float(self.g_mask_tanh)
         return dict(**extra, z_dim=self.z_dim, w_dim=self.w_dim, c_dim=c_dim, resolution=self.resolution,
                     channels=channels, channel_base=self.channel_base, channel_max=self.channel_max,
                     mapping_layers=self.mapping.layers, mapping_lr_mul=self.mapping.lr_mul,

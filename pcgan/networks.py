@@ -350,10 +350,15 @@ class SynthesisNetwork(nn.Module):
                  fused_modconv: bool = False,      # grouped-conv form of modulated_conv2d
                  camera: dict | None = None,       # the grids' camera: x, y follow from z along its rays
                  background: dict | None = None,   # composite over the empty pixels' values (see below)
+                 mask_tanh: float = 0.0,           # mask channel = tanh(mask_tanh * m); 0: linear (see below)
                  ):
         super().__init__()
         check_resolution(resolution)
         self.w_dim, self.resolution, self.img_channels = w_dim, resolution, img_channels
+        if not mask_tanh >= 0 or (mask_tanh > 0 and img_channels != len(DEFAULT_CHANNELS)):   # NaN fails too
+            raise PcganError(f"Generator: mask_tanh={mask_tanh} must be >= 0, and 0 for grids without a mask "
+                             f"channel ({img_channels} channels; a mask needs {' '.join(DEFAULT_CHANNELS)})")
+        self.mask_tanh = float(mask_tanh)
         self.on_rays = camera is not None
         if self.on_rays:
             self._register_rays(camera, resolution, img_channels)
@@ -401,6 +406,7 @@ class SynthesisNetwork(nn.Module):
         for block, (w0, nw), (n0, nn_) in zip(self.blocks, self.ws_slices, self.noise_slices):
             block_noise = None if noise is None else noise[n0:n0 + nn_]
             x, img = block(x, img, ws.narrow(1, w0, nw), noise_mode, block_noise)
+        img = self.squash_mask(img) if self.mask_tanh else img
         img = self.place_on_rays(img) if self.on_rays else img
         return self.composite_background(img) if self.composite else img
 
@@ -424,6 +430,15 @@ class SynthesisNetwork(nn.Module):
         body = torch.where(surface, img[:, :MASK.start], self.empty_pixel.to(img.dtype))
         return torch.cat([body, img[:, MASK]], dim=1)
 
+    def squash_mask(self, img: torch.Tensor) -> torch.Tensor:
+        """Pass the mask channel through ``tanh(mask_tanh * m)``. A real grid's mask is exactly
+        +1 or -1, while a convolutional generator's is a smooth field that crosses zero through
+        in-between values at the silhouette: the discriminator tells the two apart by those values
+        alone, and the generator spends its early training pushing them to +-1 instead of placing
+        the silhouette. Squashed, most of the mask saturates from the start. Which pixels are
+        surface (m > 0) does not change."""
+        return torch.cat([img[:, :MASK.start], torch.tanh(self.mask_tanh * img[:, MASK])], dim=1)
+
     def _register_rays(self, camera: dict, resolution: int, img_channels: int) -> None:
         if img_channels < 3:
             raise PcganError(f"Generator: camera given, but {img_channels} channels hold no x y z")
@@ -446,7 +461,7 @@ class SynthesisNetwork(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"resolution={self.resolution}, img_channels={self.img_channels}, num_ws={self.num_ws}, "
-                f"xyz_on_rays={self.on_rays}, composite={self.composite}")
+                f"xyz_on_rays={self.on_rays}, composite={self.composite}, mask_tanh={self.mask_tanh:g}")
 
 
 class Generator(nn.Module):
@@ -468,6 +483,7 @@ class Generator(nn.Module):
                  fused_modconv: bool = False,  # grouped-conv modulation (same result, other speed)
                  camera: dict | None = None,  # pcgan.grid.Camera fields: x, y follow from z along its rays
                  background: dict | None = None,  # GridMeta.empty_pixel(): composite over the empty pixels
+                 mask_tanh: float = 0.0,    # mask channel = tanh(mask_tanh * m), saturating like real masks; 0: linear
                  ):
         super().__init__()
         check_resolution(resolution)
@@ -483,10 +499,12 @@ class Generator(nn.Module):
             self.init_kwargs["camera"] = dict(camera)
         if background is not None:    # the same
             self.init_kwargs["background"] = dict(background)
+        if mask_tanh:                 # the same
+            self.init_kwargs["mask_tanh"] = float(mask_tanh)
         self.z_dim, self.w_dim, self.c_dim = z_dim, w_dim, c_dim
         self.resolution, self.img_channels = resolution, channels
         self.synthesis = SynthesisNetwork(w_dim, resolution, channels, channel_base, channel_max,
-                                          resample_filter, conv_clamp, fused_modconv, camera, background)
+                                          resample_filter, conv_clamp, fused_modconv, camera, background, mask_tanh)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, mapping_layers, mapping_lr_mul, w_avg_beta)
 

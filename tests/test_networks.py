@@ -386,6 +386,45 @@ def test_g_composite_config_needs_the_background_and_only_applies_with_a_mask():
     assert not off.g_composite and "background" not in off.generator_kwargs(channels=7, camera=cam)
 
 
+# ----------------------------------------------------------------------------------------------
+# The mask channel squashed toward +-1 (model.g_mask_tanh)
+
+
+@pytest.mark.parametrize("composite", [False, True])
+def test_mask_tanh_saturates_the_mask_and_keeps_which_pixels_are_surface(composite, tmp_path):
+    from pcgan import checkpoint as ckpt
+
+    meta = GridMeta(resolution=16, sheet_z=-0.4)
+    background = meta.empty_pixel() if composite else None
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, w_dim=16, mapping_layers=1, background=background, mask_tanh=3.0, **TINY)
+    plain = Generator(z_dim=16, w_dim=16, mapping_layers=1, background=background, **TINY)
+    plain.load_state_dict(G.state_dict())                         # the same weights, a linear mask
+    z = torch.randn(4, 16)
+    img, ref = G(z, noise_mode="const"), plain(z, noise_mode="const")
+    torch.testing.assert_close(img[:, 6], torch.tanh(3.0 * ref[:, 6]))
+    assert float(img[:, 6].abs().max()) <= 1 and 0.05 < float((ref[:, 6] > 0).float().mean()) < 0.95
+    assert torch.equal(img[:, :6], ref[:, :6])                     # the same surface pixels, the same points
+    G2, _, _ = ckpt.load_generator(ckpt.save_snapshot(tmp_path / "snap.pt", G.eval(), meta, {}, 0))
+    assert G2.init_kwargs["mask_tanh"] == 3.0 and torch.equal(G2(z, noise_mode="const"), img)
+    assert "mask_tanh" not in plain.init_kwargs                    # off: older snapshots' kwargs unchanged
+    with pytest.raises(PcganError, match="mask_tanh"):
+        Generator(z_dim=16, w_dim=16, mapping_layers=1, mask_tanh=3.0, **{**TINY, "channels": 6})
+    with pytest.raises(PcganError, match="mask_tanh"):
+        Generator(z_dim=16, w_dim=16, mapping_layers=1, mask_tanh=-1.0, **TINY)
+
+
+def test_g_mask_tanh_config_reaches_the_generator_only_with_a_mask():
+    cam = Camera().to_dict()
+    model = load_config(None, ["model.resolution=16", "model.g_mask_tanh=3"]).model
+    assert model.generator_kwargs(channels=7, camera=cam)["mask_tanh"] == 3.0
+    assert "mask_tanh" not in model.generator_kwargs(channels=6, camera=cam)          # no mask channel
+    off = load_config(None, ["model.resolution=16"]).model                           # the default
+    assert off.g_mask_tanh == 0 and "mask_tanh" not in off.generator_kwargs(channels=7, camera=cam)
+    with pytest.raises(PcganError, match="g_mask_tanh must be >= 0"):
+        load_config(None, ["model.resolution=16", "model.g_mask_tanh=-2"])
+
+
 def test_normal_map_of_a_tilted_plane_and_discriminator_with_normals(tmp_path):
     camera, R, (a, b) = Camera(projection="orthographic"), 16, (0.5, -0.25)
     origins, _ = camera.rays(R)

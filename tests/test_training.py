@@ -301,15 +301,17 @@ def test_a_run_from_before_xyz_on_rays_d_normals_and_g_composite_resumes_with_th
 
 def test_new_runs_generate_points_on_the_dataset_camera_rays(data16, tmp_path):
     run = tmp_path / "rays"
-    loop.train(tiny_cfg("train.kimg=0.008", "model.g_composite=true"), data16, run, device="cpu")
+    loop.train(tiny_cfg("train.kimg=0.008", "model.g_composite=true", "model.g_mask_tanh=3"), data16, run, device="cpu")
     G, meta, _ = ckpt.load_generator(run)
     assert G.init_kwargs["camera"] == meta.camera.to_dict()
+    assert G.init_kwargs["mask_tanh"] == 3.0                       # and its mask stays within +-1
     img = G(torch.randn(2, G.z_dim))
     assert pixel_offsets(img, meta.camera).max() < 1e-3
     # with model.g_composite their empty pixels hold the dataset's own background
     assert G.init_kwargs["background"]["sheet_z"] == meta.sheet_z
     empty = img[:, 6] <= 0
     assert bool(empty.any()) and bool((img[:, 2][empty] == meta.sheet_z).all())
+    assert float(img[:, 6].abs().max()) <= 1
 
 
 def test_resume_on_a_dataset_with_another_sheet_warns(caplog):
