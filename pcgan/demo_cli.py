@@ -140,15 +140,21 @@ def _run_command(name: str, argv: list[str]) -> int:
     return int(module.run(args) or 0)
 
 
-def auto_threads() -> int:
-    """Torch threads for the CPU: the cores the 1-minute load average leaves idle, at least one.
-    OpenMP threads that share busy cores spin against the other processes: on 2 loaded cores
-    one thread trained 4-6x faster than two (benchmarks/RESULTS.md, the demo section)."""
-    cores = os.cpu_count() or 1
+def load_average() -> float:
+    """The 1-minute load average (0 where the OS has none)."""
     try:
-        busy = os.getloadavg()[0]
+        return os.getloadavg()[0]
     except (AttributeError, OSError):
-        busy = 0.0
+        return 0.0
+
+
+def auto_threads(busy: float | None = None) -> int:
+    """Torch threads for the CPU: the cores the 1-minute load average (``busy``; None: read it
+    now) leaves idle, at least one. OpenMP threads that share busy cores spin against the other
+    processes: on 2 loaded cores one thread trained 4-6x faster than two (benchmarks/RESULTS.md,
+    the demo section)."""
+    cores = os.cpu_count() or 1
+    busy = load_average() if busy is None else busy
     return max(1, min(cores, int(cores - busy + 0.5)))
 
 
@@ -368,7 +374,8 @@ def run(args) -> int:
             raise PcganError(f"--minutes 0 re-makes the outputs from {run_dir}, but it holds no snapshot yet: "
                              f"train first, e.g. pcgan demo --out {out} --minutes 10")
     ensure_writable_dir(out)
-    threads = args.threads or (auto_threads() if dev.type == "cpu" else torch.get_num_threads())
+    load = load_average()   # before the demo's own stages add to it
+    threads = args.threads or (auto_threads(load) if dev.type == "cpu" else torch.get_num_threads())
 
     precision = "bf16" if "train.precision=bf16" in overrides else cfg.train.precision
     print(f"pcgan demo: {faces} synthetic faces -> {res}x{res} grids -> {args.minutes:g} min of training on "
@@ -387,7 +394,7 @@ def run(args) -> int:
     if dev.type == "cpu":
         torch.set_num_threads(threads)   # after preprocess, which runs torch on one thread
         print(f"   torch threads: {threads}" + ("" if args.threads else f" (of {os.cpu_count()} cores, "
-                                                                       f"load average {os.getloadavg()[0]:.1f})"))
+                                                                       f"load average {load:.1f} at the start)"))
     if not untrained.is_file():
         save_untrained(untrained, cfg, meta)
     training = {"kimg": None}

@@ -176,3 +176,16 @@ def test_minutes_zero_remakes_the_outputs_without_training(demo):
     summary = json.loads((out / "demo-summary.json").read_text())
     assert summary["snapshot"] == before and "skipped (--minutes 0)" in text
     assert (out / "contact_sheet.png").is_file()
+
+
+def test_auto_threads_leaves_busy_cores_to_their_processes(monkeypatch):
+    from pcgan import demo_cli
+
+    monkeypatch.setattr(demo_cli.os, "cpu_count", lambda: 2)
+    assert demo_cli.auto_threads(0.0) == 2            # an idle machine: both cores
+    assert demo_cli.auto_threads(0.4) == 2
+    assert demo_cli.auto_threads(0.6) == 1            # one core mostly busy elsewhere
+    assert demo_cli.auto_threads(5.0) == 1            # never fewer than one
+    monkeypatch.setattr(demo_cli.os, "getloadavg", lambda: (1.7, 1.0, 1.0))
+    assert demo_cli.load_average() == 1.7
+    assert demo_cli.auto_threads() == 1               # None: reads the load average now
