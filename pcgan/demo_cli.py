@@ -148,13 +148,11 @@ def load_average() -> float:
         return 0.0
 
 
-def auto_threads(busy: float | None = None) -> int:
-    """Torch threads for the CPU: the cores the 1-minute load average (``busy``; None: read it
-    now) leaves idle, at least one. OpenMP threads that share busy cores spin against the other
-    processes: on 2 loaded cores one thread trained 4-6x faster than two (benchmarks/RESULTS.md,
-    the demo section)."""
+def auto_threads(busy: float) -> int:
+    """Torch threads for the CPU: the cores a 1-minute load average of ``busy`` leaves idle, at
+    least one. OpenMP threads that share busy cores spin against the other processes: on 2
+    loaded cores one thread trained 4-6x faster than two (benchmarks/RESULTS.md, the demo section)."""
     cores = os.cpu_count() or 1
-    busy = load_average() if busy is None else busy
     return max(1, min(cores, int(cores - busy + 0.5)))
 
 

@@ -235,7 +235,6 @@ def resolve_config(args, state_path: Path | None):
         if isinstance(stored.get("model"), dict):
             for option in ("xyz_on_rays", "d_normals", "g_composite"):   # runs started before an option had it off
                 stored["model"].setdefault(option, False)
-            stored["model"].setdefault("g_mask_tanh", 0.0)                  # its default already is off
     if args.config or stored is None:
         cfg = load_config(args.config, overrides)
         name = args.config or "the built-in defaults"

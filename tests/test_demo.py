@@ -188,4 +188,4 @@ def test_auto_threads_leaves_busy_cores_to_their_processes(monkeypatch):
     assert demo_cli.auto_threads(5.0) == 1            # never fewer than one
     monkeypatch.setattr(demo_cli.os, "getloadavg", lambda: (1.7, 1.0, 1.0))
     assert demo_cli.load_average() == 1.7
-    assert demo_cli.auto_threads() == 1               # None: reads the load average now
+    assert demo_cli.auto_threads(demo_cli.load_average()) == 1
