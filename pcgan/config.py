@@ -118,6 +118,7 @@ class ModelConfig:
     g_composite: bool = False       # G's empty pixels (mask <= 0) get the background sheet's point and colour (exact silhouettes)
     g_mask_tanh: float = 0.0        # G's mask channel is tanh(g_mask_tanh * m), saturating to the +-1 of real masks; 0: linear
     d_normals: bool = True          # D also reads surface normals computed from z (shading shows rough geometry)
+    d_curvature: float = 0.0        # D also reads how fast the normals turn (curvature) times this; 0: off; needs d_normals
     d_pack: int = 1                 # samples D judges together (PacGAN, against mode collapse); train.batch per GPU must divide
     mapping: MappingConfig = dataclasses.field(default_factory=MappingConfig)
     mbstd: MbstdConfig = dataclasses.field(default_factory=MbstdConfig)
@@ -133,6 +134,9 @@ class ModelConfig:
             raise ValueError(f"model.d_pack must be >= 1, got {self.d_pack}")
         if not self.g_mask_tanh >= 0:
             raise ValueError(f"model.g_mask_tanh must be >= 0 (0: off), got {self.g_mask_tanh}")
+        if not self.d_curvature >= 0 or (self.d_curvature and not self.d_normals):
+            raise ValueError(f"model.d_curvature must be >= 0 (0: off) and needs model.d_normals, "
+                             f"got {self.d_curvature} with d_normals={self.d_normals}")
         if len(self.resample_filter) % 2:
             raise ValueError("model.resample_filter needs an even number of taps, e.g. [1, 3, 3, 1]")
 
@@ -164,13 +168,15 @@ class ModelConfig:
 
     def discriminator_kwargs(self, channels: int, c_dim: int = 0, camera: dict | None = None) -> dict:
         """Keyword arguments of ``pcgan.networks.Discriminator`` (the dataset's camera is
-        needed when ``d_normals``)."""
+        needed when ``d_normals``; ``d_curvature`` rides on the normals)."""
         extra = {}
         if self.d_normals:
             if camera is None:
                 raise ValueError("model.d_normals needs the dataset's camera (discriminator_kwargs(..., camera=...))")
             from pcgan.grid import Camera
             extra["normals_pixel_size"] = Camera.from_dict(camera).pixel_size(self.resolution)
+            if self.d_curvature:
+                extra["curvature_gain"] = float(self.d_curvature)
         if self.d_pack > 1:
             extra["pack"] = self.d_pack
         return dict(**extra, c_dim=c_dim, resolution=self.resolution, channels=channels, channel_base=self.channel_base,

@@ -665,12 +665,23 @@ def normal_map(img: torch.Tensor, pixel_size: float, has_mask: bool) -> torch.Te
     return torch.cat([-sx * inv, -sy * inv, inv], dim=1) * valid.to(z.dtype)
 
 
+def curvature_map(normals: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """How fast the surface bends, per pixel: ``[B, 3, H, W]`` unit normals (:func:`normal_map`)
+    and ``[B, 1, H, W]`` bool surface mask -> ``[B, 1, H, W]``, the divergence of the normals'
+    x, y parts from pixel to pixel (twice the mean curvature times a pixel's side: positive on
+    a bump toward the camera, negative in a hollow, 0 on a plane and off the surface)."""
+    div = neighbour_difference(normals[:, 0:1], valid, axis=-1) - neighbour_difference(normals[:, 1:2], valid, axis=-2)
+    return div * valid.to(div.dtype)                                     # image rows run toward -y
+
+
 class Discriminator(nn.Module):
     """Residual StyleGAN2 discriminator: grid [B, channels, R, R] (+ c) -> logits [B, 1].
 
     With ``normals_pixel_size`` set, the first block also reads the grid's surface normals
     (:func:`normal_map`): shading is where a rough or folded surface shows at once, while in
-    z alone it is a small fraction of the channel's range. With ``pack`` > 1 it judges that many
+    z alone it is a small fraction of the channel's range. With ``curvature_gain`` too, it
+    reads how fast they turn (:func:`curvature_map`, times the gain), the fine relief of lids,
+    nostrils and lips that tells a generated face from a scanned one longest. With ``pack`` > 1 it judges that many
     samples at once, stacked along the channels (Lin et al. 2018, PacGAN), so a generator that
     makes the same face every time is easy to tell from real faces; every sample of a pack gets
     the pack's logit."""
@@ -688,6 +699,7 @@ class Discriminator(nn.Module):
                  conv_clamp: float | None = None,   # clamp conv outputs to +-conv_clamp; None: off
                  resample_filter: Sequence[float] = (1, 3, 3, 1),  # 1D FIR taps for downsampling
                  normals_pixel_size: float | None = None,  # a pixel's side at z=0: D also reads normals; None: off
+                 curvature_gain: float | None = None,      # D also reads the normals' curvature times this; None: off
                  pack: int = 1,             # samples judged together (PacGAN); each gets its pack's logit
                  ):
         super().__init__()
@@ -697,6 +709,9 @@ class Discriminator(nn.Module):
         if normals_pixel_size is not None and (channels < 3 or not normals_pixel_size > 0):
             raise PcganError(f"Discriminator: normals need x y z channels and a pixel size > 0 "
                              f"(channels={channels}, normals_pixel_size={normals_pixel_size})")
+        if curvature_gain is not None and (normals_pixel_size is None or not curvature_gain > 0):
+            raise PcganError(f"Discriminator: curvature needs the normals (normals_pixel_size) and a gain > 0 "
+                             f"(curvature_gain={curvature_gain})")
         if pack < 1 or (pack > 1 and c_dim > 0):
             raise PcganError(f"Discriminator: pack={pack} must be >= 1, and 1 for a conditional model (c_dim={c_dim})")
         ch4 = channels_at(4, channel_base, channel_max)
@@ -709,12 +724,15 @@ class Discriminator(nn.Module):
                                 resample_filter=[float(t) for t in resample_filter])
         if normals_pixel_size is not None:   # only when on, so older snapshots' init_kwargs stay the same
             self.init_kwargs["normals_pixel_size"] = float(normals_pixel_size)
+        if curvature_gain is not None:
+            self.init_kwargs["curvature_gain"] = float(curvature_gain)
         if pack > 1:
             self.init_kwargs["pack"] = int(pack)
         self.pack = int(pack)
         self.c_dim, self.resolution, self.img_channels, self.cmap_dim = c_dim, resolution, channels, cmap_dim
-        self.normals_pixel_size = normals_pixel_size
-        in_channels = (channels + (3 if normals_pixel_size is not None else 0)) * self.pack
+        self.normals_pixel_size, self.curvature_gain = normals_pixel_size, curvature_gain
+        extra = (3 if normals_pixel_size is not None else 0) + (1 if curvature_gain is not None else 0)
+        in_channels = (channels + extra) * self.pack
         self.blocks = nn.ModuleList()
         res = resolution
         while res > 4:
@@ -732,7 +750,12 @@ class Discriminator(nn.Module):
         R = self.resolution
         check_shape(img, [None, self.img_channels, R, R], "discriminator input")
         if self.normals_pixel_size is not None:
-            img = torch.cat([img, normal_map(img, self.normals_pixel_size, self.img_channels > 6).to(img.dtype)], dim=1)
+            normals = normal_map(img, self.normals_pixel_size, self.img_channels > 6)
+            extra = [normals]
+            if self.curvature_gain is not None:
+                valid = img[:, 6:7] > 0 if self.img_channels > 6 else torch.ones_like(normals[:, :1], dtype=torch.bool)
+                extra.append(curvature_map(normals, valid) * self.curvature_gain)
+            img = torch.cat([img, *(e.to(img.dtype) for e in extra)], dim=1)
         if self.pack > 1:   # samples b*pack .. b*pack+pack-1 side by side as one input
             B = img.shape[0]
             if B % self.pack:
@@ -746,4 +769,4 @@ class Discriminator(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"resolution={self.resolution}, channels={self.img_channels}, c_dim={self.c_dim}, "
-                f"normals={self.normals_pixel_size is not None}, pack={self.pack}")
+                f"normals={self.normals_pixel_size is not None}, curvature_gain={self.curvature_gain}, pack={self.pack}")

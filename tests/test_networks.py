@@ -15,8 +15,8 @@ from conftest import pixel_offsets
 from pcgan.config import load_config
 from pcgan.errors import PcganError
 from pcgan.grid import Camera, GridMeta
-from pcgan.networks import (Discriminator, Generator, MinibatchStd, flops_per_image, normal_map, style_mix, truncate,
-                            z_from_seeds)
+from pcgan.networks import (Discriminator, Generator, MinibatchStd, curvature_map, flops_per_image, normal_map,
+                            style_mix, truncate, z_from_seeds)
 from pcgan.ops import Conv2dLayer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -462,6 +462,43 @@ def test_normal_map_of_a_tilted_plane_and_discriminator_with_normals(tmp_path):
     D2 = Discriminator(**state["init_kwargs"])
     D2.load_state_dict(state["D"])
     assert torch.equal(D2(img), D(img))
+
+
+def test_curvature_of_a_sphere_cap_and_discriminator_reading_it():
+    camera, R, r = Camera(projection="orthographic"), 32, 1.5
+    origins, _ = camera.rays(R)
+    x, y = torch.from_numpy(origins[..., 0]).float(), torch.from_numpy(origins[..., 1]).float()
+    img = torch.zeros(2, 7, R, R)
+    img[:, 0], img[:, 1], img[:, 6] = x, y, 1.0
+    img[0, 2] = (r * r - x * x - y * y).clamp_min(0).sqrt()        # a ball bulging toward the camera
+    img[1, 2] = 0.3 * x - 0.2 * y                                   # a tilted plane
+    img[:, 6, :, :3] = -1.0                                         # background at the left edge
+    h = camera.pixel_size(R)
+    n = normal_map(img, h, has_mask=True)
+    k = curvature_map(n, img[:, 6:7] > 0)
+    inner = (x.abs() < 0.5) & (y.abs() < 0.5)                       # away from the rim and the edges
+    # div n = 2 / r per unit length on a sphere: 2 h / r per pixel
+    torch.testing.assert_close(k[0, 0][inner], torch.full_like(k[0, 0][inner], 2 * h / r), rtol=0.03, atol=0)
+    assert float(k[1, 0, 1:-1, 4:-1].abs().max()) < 1e-5          # a plane does not bend
+    assert float(k[:, 0, :, :3].abs().max()) == 0                  # nothing off the surface
+    assert float(curvature_map(-n, img[:, 6:7] > 0)[0, 0][inner].mean()) < 0   # a hollow bends the other way
+
+    cfg = load_config(None, [f"model.resolution={R}", "model.d_curvature=2"]).model
+    kw = cfg.discriminator_kwargs(channels=7, camera=camera.to_dict())
+    assert kw["curvature_gain"] == 2.0
+    D = Discriminator(**{**kw, "channel_base": 256, "channel_max": 32})
+    assert D.blocks[0].fromrgb.weight.shape[1] == 7 + 3 + 1 and D.init_kwargs["curvature_gain"] == 2.0
+    assert "curvature_gain" not in load_config(None, [f"model.resolution={R}"]).model.discriminator_kwargs(
+        channels=7, camera=camera.to_dict())                        # off by default: older snapshots' kwargs
+    real = img.clone().requires_grad_(True)                         # R1 through the curvature stays finite
+    grad, = torch.autograd.grad(D(real).sum(), real, create_graph=True)
+    grad.square().sum().backward()
+    assert torch.isfinite(grad).all() and all(torch.isfinite(p.grad).all() for p in D.parameters()
+                                               if p.grad is not None)
+    with pytest.raises(PcganError, match="d_curvature"):
+        load_config(None, [f"model.resolution={R}", "model.d_curvature=1", "model.d_normals=false"])
+    with pytest.raises(PcganError, match="curvature"):
+        Discriminator(curvature_gain=1.0, **TINY)                     # no normals to bend
 
 
 def test_packed_discriminator_judges_samples_together():
