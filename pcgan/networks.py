@@ -681,10 +681,10 @@ class Discriminator(nn.Module):
     (:func:`normal_map`): shading is where a rough or folded surface shows at once, while in
     z alone it is a small fraction of the channel's range. With ``curvature_gain`` too, it
     reads how fast they turn (:func:`curvature_map`, times the gain), the fine relief of lids,
-    nostrils and lips that tells a generated face from a scanned one longest. With ``pack`` > 1 it judges that many
-    samples at once, stacked along the channels (Lin et al. 2018, PacGAN), so a generator that
-    makes the same face every time is easy to tell from real faces; every sample of a pack gets
-    the pack's logit."""
+    nostrils and lips that tells a generated face from a scanned one longest. With ``pack`` > 1
+    it judges that many samples at once, stacked along the channels (Lin et al. 2018, PacGAN),
+    so a generator that makes the same face every time is easy to tell from real faces; every
+    sample of a pack gets the pack's logit."""
 
     def __init__(self,
                  c_dim: int = 0,            # condition size; 0: unconditional
@@ -769,4 +769,5 @@ class Discriminator(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"resolution={self.resolution}, channels={self.img_channels}, c_dim={self.c_dim}, "
-                f"normals={self.normals_pixel_size is not None}, curvature_gain={self.curvature_gain}, pack={self.pack}")
+                f"normals={self.normals_pixel_size is not None}, curvature_gain={self.curvature_gain}, "
+                f"pack={self.pack}")
