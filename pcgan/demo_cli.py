@@ -34,7 +34,7 @@ examples:
   # ~10 minutes of training on the CPU (32x32 grids), then faces, pictures and metrics in demo-out/
   pcgan demo
 
-  # on a GPU: a 64x64 StyleGAN2 (configs/faces-64.yaml) and more faces
+  # on a GPU: a 64x64 StyleGAN2 (configs/demo-gpu-64.yaml) and more faces
   pcgan demo --device cuda --minutes 20
 
   # train 10 more minutes into the same run (scans and dataset are reused)
@@ -63,7 +63,7 @@ outputs (under --out, default demo-out):
 log = logging.getLogger("pcgan.demo")
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {"cpu": "demo-cpu-32.yaml", "cuda": "faces-64.yaml"}   # the preset per device
+CONFIGS = {"cpu": "demo-cpu-32.yaml", "cuda": "demo-gpu-64.yaml"}   # the preset per device
 DEFAULT_FACES = {"cpu": 1000, "cuda": 2000}
 VAL_FRACTION = 0.15          # held-out scans for the metrics (150 of 1000)
 METRICS_3D = ("mmd_cd", "cov_cd", "1nna_cd")
