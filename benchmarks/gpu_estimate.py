@@ -61,7 +61,7 @@ GIB = 2**30
 # in StyleGAN3 paper": 17.55 s/kimg on V100s, 14.57 on A100s).
 # Counted with pcgan's grid channels (7, against RGB's 3: ToRGB and FromRGB only, well under 1%
 # of the FLOPs) and without the normals pcgan's D reads by default.
-ANCHOR = {"resolution": 1024, "channels": 7, "gpus": 8, "sec_per_kimg_a100": 14.57,
+ANCHOR = {"channels": 7, "gpus": 8, "sec_per_kimg_a100": 14.57,
           "overrides": ["model.resolution=1024", "model.channel_base=32768", "model.channel_max=512",
                         "model.d_normals=false", "model.d_curvature=0", "model.d_pack=1",
                         "train.batch=32", "train.r1_gamma=10", "train.pl_weight=2", "train.style_mixing=0.9"]}
@@ -144,7 +144,8 @@ def main() -> None:
         flops = step_flops(cfg, torch.device("cpu"), 1, ANCHOR["channels"])
         anchor_tflops = flops * 1000 / ANCHOR["sec_per_kimg_a100"] / ANCHOR["gpus"] / 1e12
         print(f"# anchor: StyleGAN2 config F 1024x1024, {flops / 1e9:.0f} GFLOP per training image here; "
-              f"14.57 s/kimg on 8 A100s = {anchor_tflops:.1f} TFLOP/s per A100", flush=True)
+              f"{ANCHOR['sec_per_kimg_a100']} s/kimg on {ANCHOR['gpus']} A100s = {anchor_tflops:.1f} TFLOP/s per A100",
+              flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         datasets: dict[int, Path] = {}

@@ -752,9 +752,8 @@ class Discriminator(nn.Module):
         if self.normals_pixel_size is not None:
             normals = normal_map(img, self.normals_pixel_size, self.img_channels > 6)
             extra = [normals]
-            if self.curvature_gain is not None:
-                valid = img[:, 6:7] > 0 if self.img_channels > 6 else torch.ones_like(normals[:, :1], dtype=torch.bool)
-                extra.append(curvature_map(normals, valid) * self.curvature_gain)
+            if self.curvature_gain is not None:   # normals are zero exactly off the surface (n_z > 0 on it)
+                extra.append(curvature_map(normals, normals[:, 2:3] > 0) * self.curvature_gain)
             img = torch.cat([img, *(e.to(img.dtype) for e in extra)], dim=1)
         if self.pack > 1:   # samples b*pack .. b*pack+pack-1 side by side as one input
             B = img.shape[0]
